@@ -7,7 +7,7 @@ STAMP := $(VENV)/.atf-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 NBDEV_WORKERS ?= 2
 
-.PHONY: help install demo test test-sync test-nbs test-py lab export docs-check bench clean
+.PHONY: help install demo test test-sync test-nbs test-py lab export readme docs-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -29,6 +29,7 @@ test: install test-sync test-nbs test-py  ## sync check, every notebook, pytest
 
 test-sync: install
 	scripts/check-sync.sh
+	$(BIN)/python scripts/sync_readme.py --check
 
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers $(NBDEV_WORKERS) --timing
@@ -39,9 +40,13 @@ test-py: install
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir nbs
 
-export: install  ## notebooks -> atf/ (run after editing nbs/), then clean notebook metadata
+export: install  ## notebooks -> atf/ and README.md (run after editing nbs/), clean notebook metadata
 	$(BIN)/nbdev_export
 	$(BIN)/nbdev_clean
+	$(BIN)/python scripts/sync_readme.py
+
+readme: install  ## README.md from nbs/index.ipynb (nbdev_readme needs Quarto)
+	$(BIN)/python scripts/sync_readme.py
 
 docs-check: install  ## nbdev's notebook processing without Quarto (_proc/)
 	$(BIN)/python -c "from nbdev.serve import proc_nbs; proc_nbs()"

