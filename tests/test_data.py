@@ -62,3 +62,11 @@ def test_resample_15min_to_1h_to_1d_is_consistent():
     src = btc.loc[some: some + pd.Timedelta("59min")]
     assert h1.loc[some, "high"] == src["high"].max() and h1.loc[some, "close"] == src["close"].iloc[-1]
     assert np.isclose(h1["volume"].sum(), btc.loc[: h1.index[-1] + pd.Timedelta("59min"), "volume"].sum())
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_registry_span_matches_the_files(name):
+    d = DATASETS[name]
+    first = min(load_dataset(name, a).index[0] for a in d.assets)
+    last = max(load_dataset(name, a).index[-1] for a in d.assets)
+    assert d.span == f"{first.date()}..{last.date()}"
