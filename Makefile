@@ -25,7 +25,7 @@ $(STAMP): settings.ini setup.py requirements/constraints.txt requirements/data.t
 demo: install  ## walk-forward study of a rule-based strategy on real data -> reports/<run>/report.html
 	$(BIN)/atf demo --config configs/demo.yaml
 
-test: install test-sync test-nbs test-py  ## sync check, every notebook, pytest
+test: install test-sync test-nbs test-py docs-check  ## sync check, every notebook, pytest, docs processing
 
 test-sync: install
 	scripts/check-sync.sh
