@@ -7,7 +7,7 @@ STAMP := $(VENV)/.atf-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 NBDEV_WORKERS ?= 2
 
-.PHONY: help install demo test test-sync test-nbs test-py lab export readme docs-check bench clean
+.PHONY: help install demo test test-sync test-nbs test-py test-workflows workflows lab export readme docs-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -22,10 +22,11 @@ $(STAMP): settings.ini setup.py requirements/constraints.txt requirements/data.t
 	$(PIP) install -q --no-deps -r requirements/data.txt
 	touch $(STAMP)
 
-demo: install  ## walk-forward study of a rule-based strategy on real data -> reports/<run>/report.html
+demo: install  ## rule study + LSTM nested walk-forward on real data -> reports/<run-id>/
 	$(BIN)/atf demo --config configs/demo.yaml
+	$(BIN)/atf experiment configs/demo_experiment.yaml
 
-test: install test-sync test-nbs test-py docs-check  ## sync check, every notebook, pytest, docs processing
+test: install test-sync test-nbs test-py test-workflows docs-check  ## sync check, notebooks, pytest, papermill, docs
 
 test-sync: install
 	scripts/check-sync.sh
@@ -36,6 +37,12 @@ test-nbs: install
 
 test-py: install
 	$(BIN)/python -m pytest -n 2 tests
+
+test-workflows: install
+	scripts/run-workflows.sh ci-$$(date -u +%Y%m%dT%H%M%SZ)
+
+workflows: install  ## papermill workflow notebooks -> reports/<run-id>/ (pass ARGS="-p asset MSFT -p n_trials 20")
+	scripts/run-workflows.sh $$(date -u +%Y%m%dT%H%M%SZ) -- $(ARGS)
 
 lab: install  ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab --notebook-dir nbs
@@ -54,6 +61,7 @@ docs-check: install  ## nbdev's notebook processing without Quarto (_proc/)
 bench: install  ## speed versus peers, ratios printed
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_tuning.py
 
 clean:  ## remove the venv and generated folders (keeps reports/)
 	rm -rf $(VENV) _proc _docs *.egg-info

@@ -16,7 +16,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['atomic_write', 'append_jsonl', 'record_run', 'read_runs', 'commit_summary']
 
-# %% ../nbs/14_memory.ipynb #c2c7f2aa
+# %% ../nbs/14_memory.ipynb #8fabbd8d
 def atomic_write(path: str | Path, text: str) -> Path:
     "Write `text` to `path` through a temporary file and a rename (readers never see a partial file)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +59,6 @@ def commit_summary(paths: list[str | Path], message: str, repo: str | Path = "."
     "Commit exactly these files (nothing else that is staged) and return the new commit's hash."
     rel = [str(Path(p).resolve().relative_to(Path(repo).resolve())) for p in paths]
     git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-    git("add", "--", *rel)
+    git("add", "--force", "--", *rel)          # run summaries are git-ignored unless committed on purpose
     git("commit", "--only", "-m", message, "--", *rel)
     return git("rev-parse", "HEAD")

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['equity_figure', 'drawdown_figure', 'rolling_sharpe', 'rolling_sharpe_figure', 'pnl_histogram', 'write_report']
+__all__ = ['equity_figure', 'drawdown_figure', 'rolling_sharpe', 'rolling_sharpe_figure', 'pnl_histogram', 'write_report',
+           'save_png_charts']
 
 # %% ../nbs/07_reports.ipynb #aba49a1c
 def _equity(r: pd.Series) -> pd.Series: return (1 + r).cumprod()
@@ -58,7 +59,7 @@ def pnl_histogram(returns: pd.Series, benchmark: pd.Series | None = None):
     return fig.update_layout(title="PnL distribution of bars", barmode="overlay", xaxis_tickformat=".1%",
                              height=300, margin=dict(t=50, b=30))
 
-# %% ../nbs/07_reports.ipynb #43fe86d0
+# %% ../nbs/07_reports.ipynb #1ce5158c
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}.meta{color:#555;font-size:13px}h1{margin-bottom:.2em}"""
@@ -68,14 +69,15 @@ def _fmt_table(df: pd.DataFrame) -> str:
 
 def write_report(path: str | Path, title: str, returns: pd.Series, benchmark: pd.Series | None = None,
                  metrics: pd.DataFrame | None = None, folds: pd.DataFrame | None = None, meta: dict | None = None,
-                 periods_per_year: float | None = None, rolling_window: int | None = None) -> Path:
+                 periods_per_year: float | None = None, rolling_window: int | None = None,
+                 extra_figures: list | None = None, extra_tables: dict[str, pd.DataFrame] | None = None) -> Path:
     "Write a self-contained HTML report (plotly.js embedded once) and return its path."
     from atf.metrics import resolve_periods
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     P = resolve_periods(returns, periods_per_year)
     window = rolling_window or int(P)
     figs = [equity_figure(returns, benchmark), drawdown_figure(returns, benchmark),
-            rolling_sharpe_figure(returns, benchmark, window, P), pnl_histogram(returns, benchmark)]
+            rolling_sharpe_figure(returns, benchmark, window, P), pnl_histogram(returns, benchmark), *(extra_figures or [])]
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(meta or {})}
     body = [f"<h1>{html.escape(title)}</h1>",
@@ -83,6 +85,32 @@ def write_report(path: str | Path, title: str, returns: pd.Series, benchmark: pd
     if metrics is not None: body += ["<h2>Out-of-sample metrics</h2>", _fmt_table(metrics)]
     body += parts
     if folds is not None: body += ["<h2>Walk-forward folds</h2>", _fmt_table(folds)]
+    for name, table in (extra_tables or {}).items(): body += [f"<h2>{html.escape(name)}</h2>", _fmt_table(table)]
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                     f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
     return path
+
+# %% ../nbs/07_reports.ipynb #f887593f
+def save_png_charts(out_dir: str | Path, returns: pd.Series, benchmark: pd.Series | None = None,
+                    prefix: str = "", periods_per_year: float | None = None) -> list[Path]:
+    "Equity, drawdown, rolling Sharpe and PnL histogram as PNG files; returns their paths."
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from atf.metrics import drawdown, resolve_periods
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    P = resolve_periods(returns, periods_per_year)
+    series = {"strategy": returns, **({"buy and hold": benchmark} if benchmark is not None else {})}
+    charts = {
+        "equity": lambda ax: [ax.plot(r.index, _equity(r), label=k) for k, r in series.items()] and ax.set_yscale("log"),
+        "drawdown": lambda ax: [ax.plot(r.index, drawdown(r), label=k) for k, r in series.items()],
+        "rolling_sharpe": lambda ax: [ax.plot(r.index, rolling_sharpe(r, int(P), P), label=k) for k, r in series.items()],
+        "pnl_hist": lambda ax: [ax.hist(r[r != 0], bins=80, alpha=0.6, label=k) for k, r in series.items()],
+    }
+    paths = []
+    for name, draw in charts.items():
+        fig, ax = plt.subplots(figsize=(9, 3.6))
+        draw(ax); ax.set_title(name.replace("_", " ")); ax.legend(); ax.grid(alpha=0.3)
+        fig.tight_layout()
+        paths.append(out_dir / f"{prefix}{name}.png"); fig.savefig(paths[-1], dpi=110); plt.close(fig)
+    return paths

