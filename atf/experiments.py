@@ -213,7 +213,7 @@ def run_asset(cfg: ExperimentConfig, df: pd.DataFrame, key: str, out: Path, prog
             "benchmark": stitch(bh), "logistic": stitch(base), "periods_per_year": P, "studies": studies,
             "model": model_path, "close": close}
 
-# %% ../nbs/15_experiments.ipynb #506adb2f
+# %% ../nbs/15_experiments.ipynb #2d670887
 def _regime_table(oos: pd.Series, regimes: pd.Series, P: float) -> pd.DataFrame:
     from atf.metrics import summary
     g = regimes.reindex(oos.index)
@@ -286,8 +286,11 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
                     "model": cfg.model.name, "metric": cfg.tuning.metric}
     (out / "run.json").write_text(json.dumps(summary_json, indent=2, default=str))
     if cfg.memory_bank:
+        fold_params = {f"{r.asset}_{r.timeframe}/fold{k}": r.best_params for k, r in pd.concat(folds).iterrows()}
         md = record_run(run_id, "experiment", {"config": str(out / "config.yaml"), "report_dir": str(out),
-                                                "oos_sharpe": headline, "config_hash": meta["config_hash"]},
+                                                "oos_sharpe": headline, "config_hash": meta["config_hash"],
+                                                "model": cfg.model.name, "metric": cfg.tuning.metric,
+                                                "best_params_per_fold": fold_params},
                         bank=cfg.memory_bank, title=f"Experiment {cfg.name}")
         if git_commit_summary:
             commit_summary([md, Path(cfg.memory_bank) / "runs.jsonl"], f"Record experiment {run_id}")

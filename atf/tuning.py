@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'Objective', 'METRIC_DIRECTIONS', 'DEFAULT_SPACE', 'Pruned', 'metric_direction', 'check_space', 'suggest',
-           'TuneResult', 'default_storage', 'tune']
+           'TuneResult', 'default_storage', 'tune', 'record_study']
 
 # %% ../nbs/13_tuning.ipynb #f9faba9b
 class Pruned(Exception):
@@ -77,7 +77,7 @@ def suggest(trial, space: Mapping[str, Any]) -> dict:
         else: params[name] = s["value"]
     return params
 
-# %% ../nbs/13_tuning.ipynb #3c681223
+# %% ../nbs/13_tuning.ipynb #e602d95a
 @dataclass
 class TuneResult:
     "Outcome of a study: best params and value, trial counts and table, where it is stored."
@@ -120,7 +120,7 @@ def _pruner(name: str | None):
 def tune(objective: Objective, space: Mapping[str, Any] | None = None, *, n_trials: int = 20,
          timeout: float | None = None, direction: str = "maximize", storage: str | None = None,
          study_name: str = "atf", seed: int = 0, pruner: str | None = "median", patience: int | None = None,
-         progress: bool = False) -> TuneResult:
+         progress: bool = False, memory_bank: str | Path | None = None) -> TuneResult:
     "Run (or resume) an Optuna study until it holds `n_trials` finished trials, the time budget ends or `patience` trials bring no improvement."
     import optuna
     from optuna.trial import TrialState
@@ -161,5 +161,15 @@ def tune(objective: Objective, space: Mapping[str, Any] | None = None, *, n_tria
     else: stopped["by"] = "already complete"
     trials = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration")) if study.trials else pd.DataFrame()
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    return TuneResult(study_name, storage, direction, study.best_params if complete else {},
-                      study.best_value if complete else float("nan"), trials, time.perf_counter() - t0, stopped["by"])
+    result = TuneResult(study_name, storage, direction, study.best_params if complete else {},
+                        study.best_value if complete else float("nan"), trials, time.perf_counter() - t0, stopped["by"])
+    if memory_bank is not None: record_study(result, space, memory_bank)
+    return result
+
+def record_study(result: TuneResult, space: Mapping[str, Any], bank: str | Path = "memory_bank") -> Path:
+    "Write a study's space, best params, best value and trial counts to the memory bank."
+    from atf.memory import record_run
+    return record_run(result.study_name, "tuning", {"storage": result.storage, "direction": result.direction,
+                      "best_value": result.best_value, "best_params": result.best_params, "trials": result.counts,
+                      "stopped_by": result.stopped_by, "seconds": round(result.seconds, 1), "space": dict(space)},
+                      bank=bank, title=f"Tuning study {result.study_name}")

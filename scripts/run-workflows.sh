@@ -13,7 +13,9 @@ for wf in tune walk_forward; do
   echo "papermill: nbs/workflows/${wf}.ipynb -> ${out}/${wf}.ipynb"
   "$BIN/papermill" --cwd . --log-level WARNING "nbs/workflows/${wf}.ipynb" "${out}/${wf}.ipynb" \
       -p output_dir reports -p run_id "$run_id" "$@"
+  grep -q '"injected-parameters"' "${out}/${wf}.ipynb" || { echo "FAIL: papermill injected no parameters into ${wf}" >&2; exit 1; }
   "$BIN/jupyter" nbconvert --log-level WARN --to html "${out}/${wf}.ipynb" --output "${wf}.html"
   test -s "${out}/${wf}.html"
 done
+test -s "reports/walk-forward-${suffix}/run.json" || { echo "FAIL: the walk-forward run wrote no report" >&2; exit 1; }
 echo "workflows: executed notebooks and HTML under reports/*-${suffix}/"

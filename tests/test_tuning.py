@@ -112,3 +112,28 @@ def test_summary_commit_touches_nothing_else(tmp_path):
     files = git("show", "--name-only", "--format=", sha).split()
     assert files == ["memory_bank/runs.jsonl", "memory_bank/runs/study-1.md"]
     assert "A  other.txt" in git("status", "--porcelain")
+
+
+def test_dashboard_serves_a_real_study(tmp_path):
+    "`atf dashboard` starts optuna-dashboard on 127.0.0.1 and its API lists the study."
+    import socket
+    import httpx
+    storage_file = tmp_path / "dash.db"
+    tune(lambda p, r: p["x"], {"x": {"type": "float", "low": 0, "high": 1}}, n_trials=3,
+         storage=f"sqlite:///{storage_file}", study_name="dash-study")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    atf = str(Path(sys.executable).parent / "atf")
+    proc = subprocess.Popen([atf, "dashboard", str(storage_file), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, body = time.time() + 60, None
+        while time.time() < deadline and body is None:
+            try: body = httpx.get(f"http://127.0.0.1:{port}/api/studies", timeout=2).json()
+            except httpx.HTTPError: time.sleep(0.5)
+        assert body is not None, proc.stdout.read1(4000) if proc.poll() is not None else "no answer"
+        names = [s["study_name"] for s in body["study_summaries"]]
+        assert names == ["dash-study"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)

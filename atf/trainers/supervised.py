@@ -64,7 +64,7 @@ def segment_samples(Z: np.ndarray, y: np.ndarray, positions: np.ndarray, window:
     idx = usable[:, None] + np.arange(-window + 1, 1)[None, :]
     return Z[idx].astype(np.float32), y[usable], usable
 
-# %% ../../nbs/12_trainers_supervised.ipynb #1074e946
+# %% ../../nbs/12_trainers_supervised.ipynb #1abea775
 @dataclass
 class TrainResult:
     "History and outcome of one `train()` call."
@@ -165,6 +165,14 @@ class SupervisedTrainer:
             out = [torch.softmax(self.model(torch.from_numpy(X[i:i + 4096]).to(device)), 1).cpu().numpy()
                    for i in range(0, len(X), 4096)]
         return (np.concatenate(out) if out else np.empty((0, len(self.classes_)))), bars
+
+    def evaluate(self, features: pd.DataFrame, labels: pd.Series, close: pd.Series, segment, long_only: bool = True,
+                 min_confidence: float = 0.0, fee_bps: float = 0.0, slippage_bps: float = 0.0,
+                 periods_per_year: float | None = None) -> dict:
+        "Precision/recall/F1 of the calls on `segment` and the net trading metrics of their positions (see below)."
+        proba, bars = self.predict_proba(features, segment)
+        return evaluate_predictions(close, bars, proba, labels.to_numpy(float)[bars], self.classes_, long_only,
+                                    min_confidence, fee_bps, slippage_bps, periods_per_year)
 
     def save(self, path: str | Path) -> Path:
         "Pickle the whole pipeline: model config and weights (CPU), scaler, classes, window."
