@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'TRAIN_KEYS', 'ExpData', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig',
-           'ExpWalkForward', 'ExperimentConfig', 'load_experiment', 'regime_labels', 'score', 'split_params',
-           'fold_objective', 'prepare', 'run_asset', 'run_experiment']
+           'ExpWalkForward', 'ExperimentConfig', 'load_experiment', 'regime_labels', 'score', 'default_space',
+           'split_params', 'fold_objective', 'prepare', 'run_asset', 'run_experiment']
 
-# %% ../nbs/15_experiments.ipynb #a378b2cd
+# %% ../nbs/15_experiments.ipynb #3203571d
 @dataclass
 class ExpData:
     dataset: str = "us_stocks"
@@ -84,7 +84,7 @@ class ExperimentConfig:
     label: LabelConfig = field(default_factory=LabelConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainParams = field(default_factory=TrainParams)
-    search_space: dict = field(default_factory=dict)
+    search_space: dict = field(default_factory=dict)     # empty: default_space(model.name)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     walk_forward: ExpWalkForward = field(default_factory=ExpWalkForward)
     costs: dict = field(default_factory=lambda: {"fee_bps": 5.0, "slippage_bps": 5.0})
@@ -124,7 +124,7 @@ def regime_labels(close: pd.Series, trend_window: int = 100, vol_window: int = 6
     lab = pd.Series([f"{t}/{v}" for t, v in zip(trend, high)], index=close.index, name="regime")
     return lab.where(vol.notna() & close.rolling(trend_window).mean().notna(), "warmup")
 
-# %% ../nbs/15_experiments.ipynb #e573be2e
+# %% ../nbs/15_experiments.ipynb #bc25d7ab
 def score(metric: str, close: pd.Series, bars: np.ndarray, proba: np.ndarray, y: np.ndarray, classes,
           cfg: ExperimentConfig, periods_per_year: float) -> float:
     "The tuning metric of predictions over one segment: a trading metric (fresh account, net) or a classification one."
@@ -137,6 +137,15 @@ def score(metric: str, close: pd.Series, bars: np.ndarray, proba: np.ndarray, y:
         return 0.0 if np.isnan(value) and ev["trading"]["exposure"] == 0 else value
     key = {"f1": "f1_macro"}.get(metric, metric)
     return float(ev["classification"][key])
+
+def default_space(model: str) -> dict:
+    "atf.tuning's default space with the architecture keys the model takes (channels/kernel for the TCN)."
+    from atf.tuning import DEFAULT_SPACE
+    space = dict(DEFAULT_SPACE)
+    if model == "tcn":
+        space.pop("hidden")
+        space |= {"channels": {"type": "int", "low": 16, "high": 64, "step": 16}, "kernel": [2, 3, 5]}
+    return space
 
 def split_params(params: dict, cfg: ExperimentConfig) -> tuple[dict, dict, int]:
     "Trial params -> (train params, model params, window)."
@@ -161,7 +170,7 @@ def fold_objective(features: pd.DataFrame, labels: pd.Series, close: pd.Series, 
         return score(metric, close, bars, proba, labels.to_numpy(float)[bars], trainer.classes_, cfg, periods_per_year)
     return objective
 
-# %% ../nbs/15_experiments.ipynb #45bbf242
+# %% ../nbs/15_experiments.ipynb #737a2c6d
 def prepare(cfg: ExperimentConfig, asset: str, timeframe: str) -> pd.DataFrame:
     "Load an asset, cut the date range, resample to the timeframe ('native' keeps the bars)."
     from atf.data import load_dataset, resample_ohlcv
@@ -187,10 +196,10 @@ def run_asset(cfg: ExperimentConfig, df: pd.DataFrame, key: str, out: Path, prog
     for fold in tqdm(wf.split(df), desc=f"{key} folds", disable=not progress):
         study = f"{out.name}-{key}-fold{fold.number}"
         obj = fold_objective(F, y, close, fold.train, fold.validation, cfg, P)
-        tr = tune(obj, cfg.search_space, n_trials=cfg.tuning.n_trials, timeout=cfg.tuning.timeout,
+        tr = tune(obj, cfg.search_space or default_space(cfg.model.name), n_trials=cfg.tuning.n_trials, timeout=cfg.tuning.timeout,
                   direction=metric_direction(cfg.tuning.metric), storage=storage, study_name=study,
                   seed=cfg.seed + fold.number, pruner=cfg.tuning.pruner, patience=cfg.tuning.patience)
-        if not tr.best_params and cfg.search_space: raise RuntimeError(f"{study}: no trial completed ({tr.counts})")
+        if not tr.best_params: raise RuntimeError(f"{study}: no trial completed ({tr.counts})")
         train_p, model_p, window = split_params(tr.best_params, cfg)
         trainer = SupervisedTrainer(cfg.model.name, model_p, window, train_p)
         trainer.train(F, y, fold.train, fold.validation)
