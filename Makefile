@@ -62,6 +62,7 @@ bench: install  ## speed versus peers, ratios printed
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_tuning.py
+	$(BIN)/python benchmarks/bench_env.py
 
 clean:  ## remove the venv and generated folders (keeps reports/)
 	rm -rf $(VENV) _proc _docs *.egg-info
