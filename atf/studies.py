@@ -18,8 +18,8 @@ import pandas as pd
 import yaml
 
 # %% auto #0
-__all__ = ['log', 'DataConfig', 'StrategyConfig', 'WalkForwardConfig', 'CostConfig', 'StudyConfig', 'ConfigError', 'load_config',
-           'config_hash', 'git_commit', 'run_rule_study']
+__all__ = ['log', 'DataConfig', 'StrategyConfig', 'WalkForwardConfig', 'CostConfig', 'StudyConfig', 'ConfigError', 'build_config',
+           'load_config', 'config_hash', 'git_commit', 'run_rule_study']
 
 # %% ../nbs/08_studies.ipynb #5ee382fc
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class StudyConfig:
     metric: str = "sharpe"
     output_dir: str = "reports"
 
-# %% ../nbs/08_studies.ipynb #e92ba32c
+# %% ../nbs/08_studies.ipynb #08e04d55
 class ConfigError(ValueError):
     "A config key is unknown, missing or has the wrong type; the message names it."
 
@@ -88,14 +88,19 @@ def _build(cls, raw: Any, where: str):
         else: kw[k] = v
     return cls(**kw)
 
-def load_config(source: str | Path | dict) -> StudyConfig:
-    "Read and check a study config from a YAML path or a dict."
-    raw = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
-    cfg = _build(StudyConfig, raw, "")
+def build_config(cls, source: str | Path | dict):
+    "Read a YAML path or dict into the config dataclass `cls`; check its dataset and assets exist."
     from atf.data import get_dataset
+    raw = source if isinstance(source, dict) else yaml.safe_load(Path(source).read_text())
+    cfg = _build(cls, raw, "")
     ds = get_dataset(cfg.data.dataset)
     if missing := [a for a in cfg.data.assets if a not in ds.assets]:
         raise ConfigError(f"data.assets: {missing} not in dataset {ds.name!r} (assets: {ds.assets})")
+    return cfg
+
+def load_config(source: str | Path | dict) -> StudyConfig:
+    "Read and check a study config from a YAML path or a dict."
+    cfg = build_config(StudyConfig, source)
     if cfg.strategy.kind != "sma_crossover": raise ConfigError(f"strategy.kind: {cfg.strategy.kind!r} unknown (sma_crossover)")
     if cfg.metric not in ("sharpe", "sortino", "cagr", "calmar", "total_return"):
         raise ConfigError(f"metric: {cfg.metric!r} is not one of sharpe, sortino, cagr, calmar, total_return")
