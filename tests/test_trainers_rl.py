@@ -1,0 +1,72 @@
+"""RLTrainer: every algorithm trains and evaluates; evaluation is the backtest's account; pruning propagates."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from atf.backtest import backtest
+from atf.data import load_dataset
+from atf.trainers.rl import RLTrainer
+from atf.tuning import Pruned
+
+
+@pytest.fixture(scope="module")
+def data():
+    df = load_dataset("us_stocks", "MSFT").loc["2005":"2008"]
+    return df, np.arange(0, 600), np.arange(602, len(df))
+
+
+@pytest.mark.parametrize("algo, params", [
+    ("ppo", {"n_steps": 128, "batch_size": 64}),
+    ("a2c", {"n_steps": 16}),
+    ("dqn", {"learning_starts": 64, "buffer_size": 2_000, "train_freq": 4}),
+    ("sac", {"learning_starts": 64, "buffer_size": 2_000, "batch_size": 64}),
+])
+def test_each_algorithm_trains_and_evaluates(data, algo, params):
+    df, tr, va = data
+    t = RLTrainer(algo, {**params, "net_arch": "tiny"}, {"window": 5, "fee_bps": 5}, total_timesteps=256, eval_every=128)
+    res = t.train(df, tr, va)
+    assert len(res.history) == 2 and res.history["val_reward"].notna().all()
+    ev = t.evaluate(df, va)
+    assert np.isfinite(ev["trading"]["total_return"]) and 0 < len(ev["returns"]) < len(va)
+    assert (t.make_env(df, va).action_kind == "continuous") == (algo == "sac")
+
+
+def test_evaluation_account_is_the_backtest(data):
+    df, tr, va = data
+    t = RLTrainer("ppo", {"n_steps": 128, "batch_size": 64}, {"window": 5, "fee_bps": 7, "slippage_bps": 3,
+                                                              "action": "discrete3"}, total_timesteps=256, eval_every=256)
+    t.train(df, tr, va)
+    ev = t.evaluate(df, va)
+    pos = ev["positions"]
+    start = df.index.get_loc(pos.index[0]) - 1                       # the first decision is taken a bar earlier
+    close = df["close"].iloc[start:start + len(pos) + 1]
+    bt = backtest(close, pd.Series(np.r_[pos.to_numpy(), 0.0], close.index), fee_bps=7, slippage_bps=3)
+    assert abs(bt.final_equity - ev["equity"]) < 1e-9
+
+
+def test_pruning_from_the_eval_callback_stops_training(data):
+    df, tr, va = data
+    def prune(step, row): raise Pruned(f"pruned at {step}")
+    with pytest.raises(Pruned):
+        RLTrainer("a2c", {"n_steps": 16}, {"window": 5}, total_timesteps=256, eval_every=64).train(df, tr, va, callback=prune)
+
+
+def test_saved_agent_reloads_with_the_same_actions(data, tmp_path):
+    from stable_baselines3 import PPO
+    df, tr, va = data
+    t = RLTrainer("ppo", {"n_steps": 128, "batch_size": 64}, {"window": 5}, total_timesteps=128, eval_every=128)
+    t.train(df, tr, va)
+    zip_path = t.save(tmp_path / "agent")
+    assert zip_path.exists() and (tmp_path / "agent.atf.pkl").exists()
+    env = t.make_env(df, va)
+    obs, _ = env.reset()
+    again = PPO.load(zip_path)
+    for _ in range(50):
+        a1, _ = t.model.predict(obs, deterministic=True); a2, _ = again.predict(obs, deterministic=True)
+        assert a1 == a2
+        obs, *_ = env.step(a1)
+
+
+def test_dqn_refuses_continuous_actions():
+    with pytest.raises(ValueError, match="dqn needs a discrete action space"):
+        RLTrainer("dqn", env_kwargs={"action": "continuous"})
