@@ -70,3 +70,32 @@ def test_saved_agent_reloads_with_the_same_actions(data, tmp_path):
 def test_dqn_refuses_continuous_actions():
     with pytest.raises(ValueError, match="dqn needs a discrete action space"):
         RLTrainer("dqn", env_kwargs={"action": "continuous"})
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn", "sac"])
+def test_every_rl_space_draw_builds_an_agent(data, algo):
+    "rl-zoo style spaces: every sampled parameter set is accepted by the stable-baselines3 constructor."
+    import optuna
+    from atf.trainers.rl import RL_SPACES, _algo_class, _policy_kwargs
+    from atf.tuning import check_space, suggest
+    df, tr, va = data
+    env = RLTrainer(algo, env_kwargs={"window": 5}).make_env(df, tr, training=True)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        params = suggest(study.ask(), check_space(RL_SPACES[algo]))
+        kw = _policy_kwargs(params)
+        if "n_steps" in params and "batch_size" in params: params["batch_size"] = min(params["batch_size"], params["n_steps"])
+        _algo_class(algo)("MlpPolicy", env, policy_kwargs=kw or None, device="cpu", **params)
+
+
+def test_rl_objective_reports_and_prunes(data, tmp_path):
+    from atf.trainers.rl import rl_objective
+    from atf.tuning import tune
+    df, tr, va = data
+    seen = []
+    obj = rl_objective(df, tr, va, "a2c", {"window": 5}, total_timesteps=192, eval_every=64)
+    value = obj({"n_steps": 16, "net_arch": "tiny"}, lambda step, v: seen.append((step, v)))
+    assert [s for s, _ in seen] == [64, 128, 192] and np.isfinite(value) and value == seen[-1][1]
+    res = tune(obj, {"n_steps": [8, 16], "net_arch": ["tiny"]}, n_trials=3, storage=f"sqlite:///{tmp_path / 'rl.db'}",
+               study_name="a2c", pruner="none")
+    assert res.counts.get("COMPLETE", 0) + res.counts.get("PRUNED", 0) == 3

@@ -19,7 +19,7 @@ from ..envs import TradingEnv
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ALGOS', 'CONTINUOUS_ONLY', 'DISCRETE_ONLY', 'RLTrainResult', 'RLTrainer']
+__all__ = ['log', 'ALGOS', 'CONTINUOUS_ONLY', 'DISCRETE_ONLY', 'RL_SPACES', 'RLTrainResult', 'RLTrainer', 'rl_objective']
 
 # %% ../../nbs/17_trainers_rl.ipynb #d4319b02
 ALGOS = {"ppo": "PPO", "a2c": "A2C", "dqn": "DQN", "sac": "SAC"}
@@ -130,3 +130,49 @@ class RLTrainer:
         with open(path.with_suffix(".atf.pkl"), "wb") as f:
             pickle.dump({"algo": self.algo, "scaler": self.scaler, "env_kwargs": self.env_kwargs}, f)
         return path.with_suffix(".zip")
+
+# %% ../../nbs/17_trainers_rl.ipynb #00dec2de
+_GAMMA = [0.9, 0.95, 0.98, 0.99, 0.995, 0.999]
+_ARCH = {"net_arch": ["tiny", "small", "medium"], "activation": ["tanh", "relu"]}
+RL_SPACES: dict[str, dict] = {
+    "ppo": {"gamma": _GAMMA, "gae_lambda": [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0],
+            "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+            "ent_coef": {"type": "float", "low": 1e-8, "high": 0.1, "log": True}, "clip_range": [0.1, 0.2, 0.3, 0.4],
+            "n_steps": [64, 128, 256, 512, 1024, 2048], "batch_size": [32, 64, 128, 256], "n_epochs": [1, 5, 10, 20],
+            "max_grad_norm": [0.3, 0.5, 0.7, 0.9, 1.0, 2.0, 5.0], **_ARCH},
+    "a2c": {"gamma": _GAMMA, "gae_lambda": [0.8, 0.9, 0.92, 0.95, 0.98, 0.99, 1.0],
+            "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+            "ent_coef": {"type": "float", "low": 1e-8, "high": 0.1, "log": True},
+            "n_steps": [8, 16, 32, 64, 128, 256, 512], "max_grad_norm": [0.3, 0.5, 0.7, 0.9, 1.0, 2.0, 5.0],
+            "normalize_advantage": [False, True], **_ARCH},
+    "dqn": {"gamma": _GAMMA, "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+            "batch_size": [16, 32, 64, 128, 256], "buffer_size": [10_000, 50_000, 100_000],
+            "exploration_final_eps": {"type": "float", "low": 0.0, "high": 0.2},
+            "exploration_fraction": {"type": "float", "low": 0.0, "high": 0.5},
+            "target_update_interval": [1, 1000, 5000], "learning_starts": [0, 1000], "train_freq": [1, 4, 8, 16],
+            "net_arch": ["tiny", "small", "medium"]},
+    "sac": {"gamma": _GAMMA, "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+            "batch_size": [32, 64, 128, 256], "buffer_size": [10_000, 50_000, 100_000], "learning_starts": [0, 1000],
+            "train_freq": [1, 4, 8], "tau": [0.001, 0.005, 0.01, 0.02, 0.05], "net_arch": ["tiny", "small", "medium"]},
+}
+
+def rl_objective(df: pd.DataFrame, train_idx, val_idx, algo: str = "ppo", env_kwargs: dict | None = None,
+                 total_timesteps: int = 20_000, eval_every: int = 5_000, metric: str = "val_sharpe",
+                 seeds: tuple[int, ...] = (0,)):
+    "An atf.tuning objective for an agent: trains on train bars only, reports and returns the validation metric."
+    from atf.tuning import Pruned
+    if metric not in ("val_sharpe", "val_reward", "val_total_return"):
+        raise ValueError(f"metric {metric!r}: use val_sharpe, val_reward or val_total_return")
+    def objective(params: dict, report) -> float:
+        params = dict(params)
+        if "n_steps" in params and "batch_size" in params: params["batch_size"] = min(params["batch_size"], params["n_steps"])
+        values = []
+        for k, seed in enumerate(seeds):
+            t = RLTrainer(algo, params, env_kwargs, total_timesteps, eval_every, seed=seed)
+            on_eval = (lambda step, row: report(step, row[metric])) if k == 0 else None
+            try: res = t.train(df, train_idx, val_idx, callback=on_eval)
+            except FloatingPointError as e: raise Pruned(f"diverged: {e}") from None
+            value = res.history[metric].iloc[-1]
+            values.append(0.0 if metric == "val_sharpe" and not np.isfinite(value) and res.history["val_total_return"].iloc[-1] == 0 else value)
+        return float(np.median(values))
+    return objective
