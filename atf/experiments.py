@@ -118,19 +118,19 @@ def regime_labels(close: pd.Series, trend_window: int = 100, vol_window: int = 6
     lab = pd.Series([f"{t}/{v}" for t, v in zip(trend, high)], index=close.index, name="regime")
     return lab.where(vol.notna() & close.rolling(trend_window).mean().notna(), "warmup")
 
-# %% ../nbs/15_experiments.ipynb #9f940022
+# %% ../nbs/15_experiments.ipynb #59cc0224
 def score(metric: str, close: pd.Series, bars: np.ndarray, proba: np.ndarray, y: np.ndarray, classes,
           cfg: ExperimentConfig, periods_per_year: float) -> float:
     "The tuning metric of predictions over one segment: a trading metric (fresh account, net) or a classification one."
-    from atf.trainers.supervised import evaluate_predictions
-    ev = evaluate_predictions(close, bars, proba, y, classes, cfg.trading.long_only, cfg.trading.min_confidence,
-                              periods_per_year=periods_per_year, **asdict(cfg.costs))
-    if metric in ev["trading"].index:
-        value = float(ev["trading"][metric])
-        # a model that never takes a position earns nothing: score it 0 rather than leave the trial undefined
-        return 0.0 if np.isnan(value) and ev["trading"]["exposure"] == 0 else value
-    key = {"f1": "f1_macro"}.get(metric, metric)
-    return float(ev["classification"][key])
+    from atf.metrics import summary
+    from atf.trainers.supervised import call_metrics, trade_predictions
+    if metric in ("f1", "accuracy") or metric.endswith(("_macro", "_weighted")):      # only what the metric needs:
+        return float(call_metrics(proba, y, classes)[{"f1": "f1_macro"}.get(metric, metric)])   # this runs every epoch
+    res = trade_predictions(close, bars, proba, classes, cfg.trading.long_only, cfg.trading.min_confidence,
+                            **asdict(cfg.costs))
+    s = summary(res.returns.iloc[:, 0], res.positions.iloc[:, 0], periods_per_year=periods_per_year)
+    # a model that never takes a position earns nothing: score it 0 rather than leave the trial undefined
+    return 0.0 if np.isnan(s[metric]) and s["exposure"] == 0 else float(s[metric])
 
 def default_space(model: str) -> dict:
     "atf.tuning's default space with the architecture keys the model takes (channels/kernel for the TCN)."

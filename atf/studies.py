@@ -110,7 +110,7 @@ def config_hash(cfg: StudyConfig) -> str:
     "Stable short hash of the resolved config."
     return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-# %% ../nbs/08_studies.ipynb #c7c0d919
+# %% ../nbs/08_studies.ipynb #82cc477b
 def git_commit(cwd: str | Path = ".") -> str | None:
     "The current commit (with '+dirty' for uncommitted changes), or None outside a git checkout."
     try:
@@ -167,11 +167,10 @@ _HEADLINE = ["total_return", "cagr", "annual_volatility", "sharpe", "sortino", "
 def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) -> Path:
     "report.html: the headline table of every asset, linking each asset's full report."
     links = "".join(f"<li><a href='report_{a}.html'>{a}</a></li>" for a in cfg.data.assets)
-    table = metrics.loc[_HEADLINE].to_html(float_format=lambda v: f"{v:,.4f}", border=0)
+    from atf.reports import _CSS, _fmt_table
     info = "<br>".join(f"<b>{k}</b>: {v}" for k, v in meta.items())
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>body{{font-family:system-ui;"
-            f"max-width:1100px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}"
-            f"table{{border-collapse:collapse;font-size:13px}}</style></head><body><h1>{cfg.name}</h1><p>{info}</p>"
-            f"<h2>Out-of-sample, stitched over walk-forward test years</h2>{table}<h2>Per-asset reports</h2><ul>{links}</ul></body></html>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{_CSS}</style></head>"
+            f"<body><h1>{cfg.name}</h1><p class='meta'>{info}</p><h2>Out-of-sample, stitched over walk-forward test "
+            f"years</h2>{_fmt_table(metrics.loc[_HEADLINE])}<h2>Per-asset reports</h2><ul>{links}</ul></body></html>")
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"

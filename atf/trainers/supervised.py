@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'TrainParams', 'resolve_device', 'seed_everything', 'segment_samples', 'TrainResult', 'SupervisedTrainer',
-           'positions_from_proba', 'evaluate_predictions', 'logistic_baseline']
+           'positions_from_proba', 'call_metrics', 'trade_predictions', 'evaluate_predictions', 'logistic_baseline']
 
 # %% ../../nbs/12_trainers_supervised.ipynb #25f738e2
 @dataclass
@@ -196,7 +196,7 @@ class SupervisedTrainer:
         t.model.load_state_dict(blob["state_dict"])
         return t
 
-# %% ../../nbs/12_trainers_supervised.ipynb #58bbcba6
+# %% ../../nbs/12_trainers_supervised.ipynb #8761693b
 def positions_from_proba(proba: np.ndarray, classes: np.ndarray, long_only: bool = True,
                          min_confidence: float = 0.0) -> np.ndarray:
     "Target position per row: the argmax class's direction (1/0/-1), flat below `min_confidence`."
@@ -205,21 +205,31 @@ def positions_from_proba(proba: np.ndarray, classes: np.ndarray, long_only: bool
     pos[proba[np.arange(len(k)), k] < min_confidence] = 0.0
     return np.clip(pos, 0.0, None) if long_only else pos
 
+def call_metrics(proba: np.ndarray, y: np.ndarray, classes) -> dict:
+    "Precision/recall/F1 and confusion of the argmax calls on the bars whose label is known."
+    pred = np.asarray(classes)[proba.argmax(1)]
+    ok = np.isfinite(y)
+    return classification_metrics(y[ok], pred[ok], labels=list(classes))
+
+def trade_predictions(close: pd.Series, bars: np.ndarray, proba: np.ndarray, classes, long_only: bool = True,
+                      min_confidence: float = 0.0, fee_bps: float = 0.0, slippage_bps: float = 0.0):
+    "Backtest of the positions the calls imply, as a fresh account over `bars`."
+    from atf.backtest import backtest
+    px = close.iloc[bars]
+    pos = pd.Series(positions_from_proba(proba, classes, long_only, min_confidence), index=px.index, name="model")
+    return backtest(px, pos, fee_bps, slippage_bps)
+
 def evaluate_predictions(close: pd.Series, bars: np.ndarray, proba: np.ndarray, y: np.ndarray, classes,
                          long_only: bool = True, min_confidence: float = 0.0, fee_bps: float = 0.0,
                          slippage_bps: float = 0.0, periods_per_year: float | None = None) -> dict:
     "Precision/recall/F1 of the calls and trading metrics of their positions (fresh account over `bars`)."
     from atf.backtest import backtest
-    pred = np.asarray(classes)[proba.argmax(1)]
-    ok = np.isfinite(y)
-    cls = classification_metrics(y[ok], pred[ok], labels=list(classes))
+    res = trade_predictions(close, bars, proba, classes, long_only, min_confidence, fee_bps, slippage_bps)
     px = close.iloc[bars]
-    pos = pd.Series(positions_from_proba(proba, classes, long_only, min_confidence), index=px.index, name="model")
-    res = backtest(px, pos, fee_bps, slippage_bps)
     bh = backtest(px, pd.Series(1.0, index=px.index, name="buy_and_hold"), fee_bps, slippage_bps)
-    return {"classification": cls, "trading": res.summary(periods_per_year=periods_per_year),
+    return {"classification": call_metrics(proba, y, classes), "trading": res.summary(periods_per_year=periods_per_year),
             "buy_and_hold": bh.summary(periods_per_year=periods_per_year), "returns": res.net_returns,
-            "positions": pos, "benchmark_returns": bh.net_returns}
+            "positions": res.positions.iloc[:, 0], "benchmark_returns": bh.net_returns}
 
 def logistic_baseline(features: pd.DataFrame, labels: pd.Series, train_idx, test_idx, seed: int = 0):
     "A regularised logistic regression on the current bar's features (training-only scaling): the bar to beat."
