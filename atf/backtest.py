@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['asset_returns', 'cost_rates', 'simulate', 'BacktestResult', 'backtest', 'trade_table']
+__all__ = ['asset_returns', 'cost_rates', 'simulate', 'BacktestResult', 'backtest', 'portfolio_cost_factor', 'PortfolioResult',
+           'backtest_portfolio', 'trade_table']
 
 # %% ../nbs/05_backtest.ipynb #8ca4bde8
 def _as_2d(x, name: str) -> tuple[np.ndarray, bool]:
@@ -151,7 +152,64 @@ def backtest(prices, positions, fee_bps: float = 0.0, slippage_bps: float = 0.0,
                           turnover=frame(traded), asset_returns=r, fee=fee, slippage=slip,
                           initial_capital=initial_capital, squeeze=w1d and p1d)
 
-# %% ../nbs/05_backtest.ipynb #089928da
+# %% ../nbs/05_backtest.ipynb #c891d4f0
+def portfolio_cost_factor(w: np.ndarray, wd: np.ndarray, k_buy: float, k_sell: float, max_iter: int = 20) -> np.ndarray:
+    "Equity kept when trading from drifted weights `wd` to targets `w` (last axis = assets), one factor per row."
+    w, wd = np.asarray(w, dtype=float), np.asarray(wd, dtype=float)
+    if k_buy == 0 and k_sell == 0: return np.ones(w.shape[:-1])
+    c = np.ones(w.shape[:-1])
+    for _ in range(max_iter):
+        buy = c[..., None] * w > wd
+        k = np.where(buy, k_buy, -k_sell)
+        new = (1.0 + (k * wd).sum(-1)) / (1.0 + (k * w).sum(-1))
+        if np.array_equal(buy, new[..., None] * w > wd): return new
+        c = new
+    raise RuntimeError("portfolio cost factor did not settle: costs too large for these weights")
+
+@dataclass
+class PortfolioResult:
+    "Net returns, equity, costs and turnover of one account over several assets."
+    returns: pd.Series
+    equity: pd.Series
+    weights: pd.DataFrame
+    costs: pd.Series
+    turnover: pd.Series
+
+    @property
+    def final_equity(self) -> float: return float(self.equity.iloc[-1])
+
+    def summary(self, **kw) -> pd.Series:
+        from atf.metrics import summary
+        return summary(self.returns, self.weights.abs().sum(axis=1), **kw)
+
+def backtest_portfolio(prices: pd.DataFrame, weights: pd.DataFrame, fee_bps: float = 0.0, slippage_bps: float = 0.0,
+                       initial_capital: float = 1.0) -> PortfolioResult:
+    "One self-financing account holding target weights (decided at t, earning t+1) in several assets."
+    if not isinstance(prices, pd.DataFrame) or not isinstance(weights, pd.DataFrame):
+        raise TypeError("prices and weights must be DataFrames with one column per asset")
+    if not prices.index.equals(weights.index): raise ValueError("prices and weights have different indexes: align them first")
+    if list(prices.columns) != list(weights.columns):
+        raise ValueError(f"prices columns {list(prices.columns)} differ from weights columns {list(weights.columns)}")
+    if min(fee_bps, slippage_bps) < 0: raise ValueError("fee_bps and slippage_bps must be >= 0")
+    p, w = prices.to_numpy(dtype=float), weights.to_numpy(dtype=float)
+    _check_finite(p, "prices", prices.index, positive=True)
+    _check_finite(w, "weights", weights.index)
+    kb, ks = cost_rates(fee_bps / 1e4, slippage_bps / 1e4)
+    r = asset_returns(p)
+    wp = np.vstack([np.zeros((1, w.shape[1])), w[:-1]])
+    g = 1.0 + (wp * r).sum(axis=1)
+    if (g <= 0).any():
+        t = int(np.flatnonzero(g <= 0)[0])
+        raise ValueError(f"equity wiped out at {prices.index[t]}: weights {wp[t].round(3).tolist()}")
+    wd = wp * (1.0 + r) / g[:, None]
+    c = portfolio_cost_factor(w, wd, kb, ks)
+    growth = g * c
+    equity = initial_capital * np.cumprod(growth)
+    s = lambda a, name: pd.Series(a, index=prices.index, name=name)
+    return PortfolioResult(returns=s(growth - 1.0, "portfolio"), equity=s(equity, "equity"), weights=weights,
+                           costs=s(g * (1.0 - c), "costs"), turnover=s(np.abs(w * c[:, None] - wd).sum(axis=1), "turnover"))
+
+# %% ../nbs/05_backtest.ipynb #5fdb424c
 def trade_table(w, wd, g, c, k_buy: float, k_sell: float, index, column) -> pd.DataFrame:
     "Trades of one column from its targets, drifted weights, growth and cost factors."
     n = len(w)

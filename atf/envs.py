@@ -17,12 +17,19 @@ from .backtest import cost_rates
 from .features import FeatureSpec, fit_scaler, make_features
 
 # %% auto #0
-__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'TradingEnv']
+__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'differential_sharpe', 'TradingEnv', 'TradingVecEnv', 'PortfolioEnv']
 
-# %% ../nbs/16_envs.ipynb #2e4ea0c7
+# %% ../nbs/16_envs.ipynb #158d0066
 OBS_CLIP = 10.0
 ACTION_LEVELS = {"discrete3": np.array([-1.0, 0.0, 1.0]), "discrete2": np.array([0.0, 1.0])}
 REWARDS = ("log_return", "differential_sharpe")
+
+def differential_sharpe(R, A, B, eta: float):
+    "Moody & Saffell's differential Sharpe ratio of return R given the EMAs A (mean) and B (second moment): (d, A', B')."
+    dA, dB = R - A, R * R - B
+    var = B - A * A
+    d = np.where(var > 1e-12, (B * dA - 0.5 * A * dB) / np.maximum(var, 1e-12) ** 1.5, 0.0)
+    return d, A + eta * dA, B + eta * dB
 
 def _cost_factor(wd: float, w: float, kb: float, ks: float) -> float:
     "Equity kept when trading from drifted weight `wd` to target `w` (atf.backtest's closed form)."
@@ -30,7 +37,7 @@ def _cost_factor(wd: float, w: float, kb: float, ks: float) -> float:
     if w < wd: return (1.0 - ks * wd) / (1.0 - ks * w)
     return 1.0
 
-# %% ../nbs/16_envs.ipynb #8b51d245
+# %% ../nbs/16_envs.ipynb #6bf90365
 class TradingEnv(gym.Env):
     "Single-asset trading environment on real or given OHLCV bars (see the chapter text for the timing rules)."
     metadata = {"render_modes": []}
@@ -111,11 +118,7 @@ class TradingEnv(gym.Env):
 
     def _reward(self, growth: float) -> float:
         if self._log_reward: return math.log(growth)
-        R = growth - 1.0                                   # Moody & Saffell's differential Sharpe ratio
-        dA, dB = R - self._A, R * R - self._B
-        var = self._B - self._A ** 2
-        d = (self._B * dA - 0.5 * self._A * dB) / var ** 1.5 if var > 1e-12 else 0.0
-        self._A += self.eta * dA; self._B += self.eta * dB
+        d, self._A, self._B = differential_sharpe(growth - 1.0, self._A, self._B, self.eta)
         return float(d)
 
     def step(self, action):
@@ -140,3 +143,196 @@ class TradingEnv(gym.Env):
 # %% ../nbs/16_envs.ipynb #21367e69
 if "atf/Trading-v0" not in gym.registry:
     gym.register("atf/Trading-v0", entry_point="atf.envs:TradingEnv")
+
+# %% ../nbs/16_envs.ipynb #9832c0a5
+from stable_baselines3.common.vec_env import VecEnv
+
+class TradingVecEnv(VecEnv):
+    "N TradingEnv accounts stepped together in NumPy (SB3 VecEnv API); kwargs are TradingEnv's."
+    def __init__(self, n_envs: int = 8, seed: int | None = None, **env_kwargs):
+        self.proto = e = TradingEnv(**env_kwargs)          # one construction: checks, features, scaling
+        super().__init__(n_envs, e.observation_space, e.action_space)
+        f, k = e._n_feat, e._k
+        self._win = np.lib.stride_tricks.sliding_window_view(e._Xflat, k)[::f]   # row t-window+1 -> obs window ending at t
+        self._r = np.asarray(e._rl)
+        self._levels = None if e._levels is None else np.asarray(e._levels)
+        self.scaler, self.window, self.first, self.end, self.index = e.scaler, e.window, e.first, e.end, e.index
+        self._rng = np.random.default_rng(seed)
+        z = lambda: np.zeros(n_envs)
+        self._t, self._t_end = np.zeros(n_envs, dtype=np.int64), np.zeros(n_envs, dtype=np.int64)
+        self._w, self._wd, self.equity, self._entry, self._A, self._B = z(), z(), z(), z(), z(), z()
+        self._actions = None
+
+    def _starts(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        "Start and last bar of n new episodes (TradingEnv.reset's rules)."
+        e = self.proto
+        if e.random_start:
+            hi = self.end - 2 if e.episode_length is None else max(self.first, self.end - 1 - e.episode_length)
+            t = self._rng.integers(self.first, hi + 1, size=n)
+        else: t = np.full(n, self.first, dtype=np.int64)
+        t_end = np.full(n, self.end - 1) if e.episode_length is None else np.minimum(self.end - 1, t + e.episode_length)
+        return t, t_end
+
+    def _reset_accounts(self, mask: np.ndarray) -> None:
+        n = int(mask.sum())
+        self._t[mask], self._t_end[mask] = self._starts(n)
+        for a in (self._w, self._wd, self._A, self._B): a[mask] = 0.0
+        self.equity[mask] = self._entry[mask] = 1.0
+
+    def _obs(self) -> np.ndarray:
+        e = self.proto
+        out = np.empty((self.num_envs, e._n_obs), dtype=np.float32)
+        out[:, :e._k] = self._win[self._t - self.window + 1]
+        out[:, e._k] = self._w
+        if e.include_pnl: out[:, e._k + 1] = np.clip(np.log(self.equity / self._entry), -OBS_CLIP, OBS_CLIP)
+        return out
+
+    def reset(self) -> np.ndarray:
+        if self._seeds[0] is not None: self._rng = np.random.default_rng(self._seeds[0])
+        self._reset_seeds(); self._reset_options()
+        self._reset_accounts(np.ones(self.num_envs, dtype=bool))
+        return self._obs()
+
+    def step_async(self, actions: np.ndarray) -> None: self._actions = np.asarray(actions)
+
+    def step_wait(self):
+        e, kb, ks = self.proto, self.proto.k_buy, self.proto.k_sell
+        a = self._actions
+        w = self._levels[a.reshape(-1).astype(np.int64)] if self._levels is not None else np.clip(a.reshape(self.num_envs, -1)[:, 0].astype(float), -1.0, 1.0)
+        wd = self._wd
+        k = np.where(w > wd, kb, -ks)                  # (1 + k wd) / (1 + k w): buying, selling, or exactly 1 if w == wd
+        c = (1.0 + k * wd) / (1.0 + k * w)
+        if e.include_pnl:
+            flipped = (np.sign(w) != np.sign(self._w))
+            self._entry = np.where(flipped, self.equity * c, self._entry)
+        t = self._t = self._t + 1
+        r = self._r[t]
+        g = 1.0 + w * r
+        if g.min() <= 0:
+            i = int(np.flatnonzero(g <= 0)[0])
+            raise ValueError(f"equity wiped out at {self.index[t[i]]} in env {i}: position {w[i]} x return {r[i]:.2%}")
+        growth = c * g
+        self._w, self._wd = w, w * (1.0 + r) / g
+        done = t >= self._t_end
+        any_done = done.any()
+        if any_done:                                   # close at the episode's last bar: target 0
+            wd = self._wd[done]
+            growth[done] *= np.where(wd > 0, 1.0 - ks * wd, 1.0 + kb * wd)
+            self._w[done] = self._wd[done] = 0.0
+        self.equity *= growth
+        if e._log_reward: rewards = np.log(growth)
+        else: rewards, self._A, self._B = differential_sharpe(growth - 1.0, self._A, self._B, e.eta)
+        obs = self._obs()
+        infos = [{} for _ in range(self.num_envs)]
+        if any_done:
+            for i in np.flatnonzero(done):
+                infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": True, "equity": float(self.equity[i])}
+            self._reset_accounts(done)
+            obs[done] = self._obs()[done]
+        return obs, rewards.astype(np.float32), done, infos
+
+    def close(self) -> None: pass
+    def _indices(self, indices) -> list[int]:
+        return list(range(self.num_envs)) if indices is None else [indices] if isinstance(indices, int) else list(indices)
+    def get_attr(self, attr_name: str, indices=None) -> list:
+        return [getattr(self.proto, attr_name)] * len(self._indices(indices))
+    def set_attr(self, attr_name: str, value, indices=None) -> None: setattr(self.proto, attr_name, value)
+    def env_method(self, method_name: str, *args, indices=None, **kwargs) -> list:
+        return [getattr(self.proto, method_name)(*args, **kwargs) for _ in self._indices(indices)]
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]: return [False] * len(self._indices(indices))
+
+# %% ../nbs/16_envs.ipynb #ec74d542
+import logging
+from .backtest import portfolio_cost_factor
+
+def _aligned_frames(frames: dict[str, pd.DataFrame], align: str) -> dict[str, pd.DataFrame]:
+    "Frames on one shared index; strict alignment refuses differing timestamps and names the asset."
+    names = list(frames)
+    common = frames[names[0]].index
+    for n in names[1:]: common = common.intersection(frames[n].index)
+    lost = {n: len(f) - len(common) for n, f in frames.items() if len(f) != len(common)}
+    if lost and align == "strict":
+        raise ValueError(f"assets do not share timestamps (rows outside the common index: {lost}); "
+                         "pass align='inner' to keep only the common bars")
+    if lost: logging.getLogger(__name__).warning("PortfolioEnv align='inner' dropped rows: %s", lost)
+    return {n: f.loc[common] for n, f in frames.items()}
+
+class PortfolioEnv(gym.Env):
+    "One account over several assets: continuous target weights, gross exposure <= 1, backtest_portfolio's costs."
+    metadata = {"render_modes": []}
+
+    def __init__(self, frames: dict[str, pd.DataFrame] | None = None, dataset: str = "us_stocks",
+                 assets: tuple[str, ...] = ("AAPL", "IBM", "MSFT"), features: FeatureSpec | dict | None = None,
+                 window: int = 10, reward: str = "log_return", fee_bps: float = 0.0, slippage_bps: float = 0.0,
+                 segment: tuple[int, int] | None = None, random_start: bool = False, episode_length: int | None = None,
+                 long_only: bool = False, scaler=None, eta: float = 0.01, align: str = "strict"):
+        super().__init__()
+        from atf.data import load_dataset
+        if frames is None: frames = {a: load_dataset(dataset, a) for a in assets}
+        if len(frames) < 2: raise ValueError("PortfolioEnv needs at least two assets; use TradingEnv for one")
+        if align not in ("strict", "inner"): raise ValueError(f"align {align!r}: use 'strict' or 'inner'")
+        frames = _aligned_frames(dict(frames), align)
+        self.assets = list(frames)
+        # one single-asset env per asset does the checks, features and warm-up; the portfolio starts where all can
+        parts = [TradingEnv(f, features=features, window=window, fee_bps=fee_bps, slippage_bps=slippage_bps,
+                            segment=segment, reward=reward) for f in frames.values()]
+        first, end = max(p.first for p in parts), parts[0].end
+        spec = features if isinstance(features, FeatureSpec) else FeatureSpec(**(features or {}))
+        F = np.hstack([make_features(f, spec).to_numpy(dtype=float) for f in frames.values()])
+        self.scaler = scaler if scaler is not None else fit_scaler(F[first:end])
+        self._X = np.clip(self.scaler.transform(np.where(np.isfinite(F), F, 0.0)), -OBS_CLIP, OBS_CLIP).astype(np.float32)
+        self._R = np.column_stack([np.asarray(p._rl) for p in parts])
+        self.index, self.window, self.first, self.end = parts[0].index, int(window), first, end
+        self.k_buy, self.k_sell, self.long_only, self.eta = parts[0].k_buy, parts[0].k_sell, long_only, eta
+        self.random_start, self.episode_length, self._log_reward = random_start, episode_length, reward == "log_return"
+        m = len(self.assets)
+        self._k = self.window * F.shape[1]
+        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(self._k + m,), dtype=np.float32)
+        self.action_space = spaces.Box(0.0 if long_only else -1.0, 1.0, shape=(m,), dtype=np.float32)
+        self._t = self._t_end = first
+
+    def weights(self, action) -> np.ndarray:
+        "Target weights from an action: clipped to the action box, scaled so that gross exposure is at most 1."
+        w = np.clip(np.asarray(action, dtype=float).reshape(-1), self.action_space.low, self.action_space.high)
+        gross = np.abs(w).sum()
+        return w / gross if gross > 1.0 else w
+
+    def _obs(self) -> np.ndarray:
+        out = np.empty(self.observation_space.shape, dtype=np.float32)
+        out[:self._k] = self._X[self._t - self.window + 1:self._t + 1].ravel()
+        out[self._k:] = self._w
+        return out
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if self.random_start:
+            hi = self.end - 2 if self.episode_length is None else max(self.first, self.end - 1 - self.episode_length)
+            self._t = int(self.np_random.integers(self.first, hi + 1))
+        else: self._t = self.first
+        self._t_end = self.end - 1 if self.episode_length is None else min(self.end - 1, self._t + self.episode_length)
+        m = len(self.assets)
+        self._w, self._wd, self.equity, self._A, self._B = np.zeros(m), np.zeros(m), 1.0, 0.0, 0.0
+        return self._obs(), {"bar": self._t, "time": self.index[self._t], "equity": 1.0, "weights": self._w.copy()}
+
+    def step(self, action):
+        w = self.weights(action)
+        c = float(portfolio_cost_factor(w, self._wd, self.k_buy, self.k_sell))
+        t = self._t = self._t + 1
+        r = self._R[t]
+        g = 1.0 + float(w @ r)
+        if g <= 0: raise ValueError(f"equity wiped out at {self.index[t]}: weights {w.round(3).tolist()}")
+        wd = w * (1.0 + r) / g
+        growth = c * g
+        truncated = t >= self._t_end
+        self._w, self._wd = w, wd
+        if truncated:                                         # close every position at the last bar
+            growth *= float(portfolio_cost_factor(np.zeros_like(w), wd, self.k_buy, self.k_sell))
+            self._w, self._wd = np.zeros_like(w), np.zeros_like(wd)
+        self.equity *= growth
+        if self._log_reward: reward = math.log(growth)
+        else: d, self._A, self._B = differential_sharpe(growth - 1.0, self._A, self._B, self.eta); reward = float(d)
+        info = {"bar": t, "equity": self.equity, "weights": w, "net_return": growth - 1.0}
+        return self._obs(), reward, False, truncated, info
+
+if "atf/Portfolio-v0" not in gym.registry:
+    gym.register("atf/Portfolio-v0", entry_point="atf.envs:PortfolioEnv")

@@ -93,3 +93,44 @@ def test_bad_input_is_named(prices, positions, message):
 def test_misaligned_indexes_are_refused(aapl):
     with pytest.raises(ValueError, match="different indexes"):
         backtest(aapl, sma_crossover(aapl, 10, 50).iloc[1:])
+
+
+def portfolio_broker(prices: np.ndarray, w: np.ndarray, fee: float, slip: float) -> np.ndarray:
+    "Slow share-and-cash broker over several assets: every order fills at close x (1 +/- slippage) plus the fee."
+    cash, shares, out = 1.0, np.zeros(prices.shape[1]), []
+    for p, target in zip(prices, w):
+        post = cash + shares @ p
+        for _ in range(100):                        # fixed point: the costs depend on the equity they leave
+            new_shares = target * post / p
+            trade = new_shares - shares
+            fill = np.where(trade > 0, p * (1 + slip), p * (1 - slip))
+            new_cash = cash - trade @ fill - np.abs(trade) @ fill * fee
+            post = new_cash + new_shares @ p
+        cash, shares = new_cash, new_shares
+        out.append(post)
+    return np.array(out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), fee=st.floats(0, 30), slip=st.floats(0, 30), hold=st.integers(1, 6))
+def test_portfolio_backtest_matches_a_share_and_cash_broker(seed, fee, slip, hold):
+    "One account over three real assets with longs, shorts and cash: the closed form equals explicit orders."
+    from atf.backtest import backtest_portfolio
+    from atf.data import load_dataset
+    px = pd.DataFrame({a: load_dataset("us_stocks", a)["close"].iloc[:120] for a in ("AAPL", "IBM", "MSFT")})
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(-1, 1, (len(px), 3))
+    w /= np.maximum(1.0, np.abs(w).sum(axis=1, keepdims=True))
+    w = np.repeat(w[::hold], hold, axis=0)[: len(px)]
+    res = backtest_portfolio(px, pd.DataFrame(w, px.index, px.columns), fee, slip)
+    np.testing.assert_allclose(res.equity.to_numpy(), portfolio_broker(px.to_numpy(), w, fee / 1e4, slip / 1e4), rtol=1e-11)
+
+
+def test_portfolio_backtest_names_bad_input():
+    from atf.backtest import backtest_portfolio
+    idx = pd.bdate_range("2024-01-01", periods=3)
+    px = pd.DataFrame({"A": [1., 2, 3], "B": [1., 1, 1]}, index=idx)
+    with pytest.raises(ValueError, match="weights has NaN/inf values in 1 row"):
+        backtest_portfolio(px, pd.DataFrame({"A": [0.5, np.nan, 0], "B": 0.0}, index=idx))
+    with pytest.raises(ValueError, match="columns"):
+        backtest_portfolio(px, pd.DataFrame({"B": 0.0, "A": 0.0}, index=idx))

@@ -94,3 +94,86 @@ def test_nan_features_inside_the_episode_are_refused(ibm):
     bad.iloc[200, bad.columns.get_loc("volume")] = np.nan
     with pytest.raises(Exception, match="NaN"):
         TradingEnv(bad, window=5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(["discrete3", "discrete2", "continuous"]),
+       reward=st.sampled_from(["log_return", "differential_sharpe"]), fee=st.floats(0, 30), slip=st.floats(0, 30),
+       length=st.sampled_from([None, 37]), seed=st.integers(0, 10_000))
+def test_vec_env_steps_exactly_like_n_single_envs(ibm, kind, reward, fee, slip, length, seed):
+    "TradingVecEnv in lockstep with N TradingEnvs auto-reset the way SB3's DummyVecEnv does: same obs, rewards, dones."
+    from atf.envs import TradingVecEnv
+    kw = dict(df=ibm, window=6, action=kind, reward=reward, fee_bps=fee, slippage_bps=slip, include_pnl=True,
+              episode_length=length)
+    n = 3
+    venv = TradingVecEnv(n, **kw)
+    singles = [TradingEnv(**kw) for _ in range(n)]
+    obs = venv.reset()
+    np.testing.assert_array_equal(obs, np.stack([s.reset()[0] for s in singles]))
+    venv.action_space.seed(seed)
+    dones = 0
+    for _ in range(900):
+        acts = np.array([venv.action_space.sample() for _ in range(n)])
+        obs, rew, done, infos = venv.step(acts)
+        for i, s in enumerate(singles):
+            o, r, _, trunc, info = s.step(acts[i])
+            assert trunc == done[i]
+            np.testing.assert_allclose(rew[i], r, rtol=1e-5, atol=1e-7)
+            if trunc:
+                np.testing.assert_array_equal(infos[i]["terminal_observation"], o)
+                assert abs(infos[i]["equity"] - info["equity"]) < 1e-12
+                o, _ = s.reset(); dones += 1
+            np.testing.assert_allclose(obs[i], o, rtol=1e-6, atol=1e-6)
+    assert dones >= n
+
+
+def test_vec_env_random_starts_and_sb3_training(ibm):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor
+    from atf.envs import TradingVecEnv
+    venv = TradingVecEnv(8, seed=3, df=ibm, window=5, segment=(100, 300), random_start=True, episode_length=30)
+    venv.reset()
+    starts = set()
+    for _ in range(200):
+        starts.update(venv._t.tolist())
+        _, _, done, infos = venv.step(np.ones(8, dtype=int))
+        assert all(100 <= t < 300 for t in venv._t) and all("terminal_observation" in infos[i] for i in np.flatnonzero(done))
+    assert len(starts) > 30
+    model = PPO("MlpPolicy", VecMonitor(venv), n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(512)
+    assert len(model.ep_info_buffer) > 0 and all(ep["l"] == 30 for ep in model.ep_info_buffer)
+
+
+@settings(max_examples=15, deadline=None)
+@given(fee=st.floats(0, 30), slip=st.floats(0, 30), long_only=st.booleans(), seed=st.integers(0, 10_000))
+def test_portfolio_env_equity_equals_backtest_portfolio(fee, slip, long_only, seed):
+    from atf.backtest import backtest_portfolio
+    from atf.envs import PortfolioEnv
+    frames = {a: load_dataset("us_stocks", a).iloc[:300] for a in ("AAPL", "IBM", "MSFT")}
+    env = PortfolioEnv(frames, window=4, fee_bps=fee, slippage_bps=slip, long_only=long_only)
+    env.action_space.seed(seed)
+    obs, info = env.reset()
+    start, decided = info["bar"], []
+    while True:
+        obs, r, term, trunc, info = env.step(env.action_space.sample())
+        decided.append(info["weights"])
+        if trunc: break
+    bars = env.index[start:]
+    prices = pd.DataFrame({a: f["close"] for a, f in frames.items()}).loc[bars]
+    W = pd.DataFrame(decided + [np.zeros(3)], index=bars, columns=list(frames))
+    assert (W.abs().sum(axis=1) <= 1 + 1e-12).all() and (not long_only or (W >= 0).all().all())
+    assert abs(backtest_portfolio(prices, W, fee, slip).final_equity - info["equity"]) < 1e-9
+
+
+def test_portfolio_env_checkers_and_bad_input():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+    from atf.envs import PortfolioEnv
+    env = gym.make("atf/Portfolio-v0").unwrapped                     # no arguments: AAPL, IBM, MSFT daily
+    check_env(env); sb3_check(env, warn=False)
+    frames = {"AAPL": load_dataset("us_stocks", "AAPL").iloc[:300], "IBM": load_dataset("us_stocks", "IBM").iloc[5:300]}
+    with pytest.raises(ValueError, match=r"do not share timestamps.*'AAPL': 5"):
+        PortfolioEnv(frames)
+    assert len(PortfolioEnv(frames, align="inner", window=5).index) == 295
+    with pytest.raises(ValueError, match="at least two assets"):
+        PortfolioEnv({"AAPL": frames["AAPL"]})
