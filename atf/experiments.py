@@ -24,11 +24,12 @@ from .trainers.supervised import TrainParams
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TRAIN_KEYS', 'ExpData', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig',
-           'ExpWalkForward', 'ExperimentConfig', 'load_experiment', 'regime_labels', 'score', 'default_space',
-           'split_params', 'fold_objective', 'prepare', 'run_asset', 'run_experiment']
+__all__ = ['log', 'TRAIN_KEYS', 'RL_METRICS', 'ExpData', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig',
+           'RegimeConfig', 'ExpWalkForward', 'RLConfig', 'ExperimentConfig', 'is_rl', 'load_experiment',
+           'regime_labels', 'score', 'default_space', 'split_params', 'fold_objective', 'rl_settings',
+           'rl_fold_objective', 'rl_test', 'prepare', 'run_asset', 'run_experiment']
 
-# %% ../nbs/15_experiments.ipynb #2fc6b1cc
+# %% ../nbs/15_experiments.ipynb #775af939
 @dataclass
 class ExpData:
     dataset: str = "us_stocks"
@@ -77,6 +78,18 @@ class ExpWalkForward:
     embargo: int = 0
 
 @dataclass
+class RLConfig:
+    "Agent training budget and environment for RL models (model.name ppo, a2c, dqn or sac)."
+    total_timesteps: int = 20_000
+    eval_every: int = 5_000
+    n_envs: int = 4
+    action: str | None = None          # None: discrete2 when trading.long_only, else discrete3 (SAC: continuous)
+    reward: str = "log_return"         # or differential_sharpe
+    include_pnl: bool = False
+    episode_length: int | None = 256
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     data: ExpData = field(default_factory=ExpData)
@@ -90,20 +103,38 @@ class ExperimentConfig:
     costs: CostConfig = field(default_factory=CostConfig)
     trading: TradingConfig = field(default_factory=TradingConfig)
     regimes: RegimeConfig = field(default_factory=RegimeConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     seed: int = 0
     output_dir: str = "reports"
     memory_bank: str | None = "memory_bank"
 
-# %% ../nbs/15_experiments.ipynb #de2c2f6f
+# %% ../nbs/15_experiments.ipynb #f25767e6
 TRAIN_KEYS = {"lr", "batch_size", "weight_decay", "max_epochs", "patience", "grad_clip"}
+RL_METRICS = {"sharpe": "val_sharpe", "reward": "val_reward", "total_return": "val_total_return"}
+
+def is_rl(cfg: ExperimentConfig) -> bool:
+    "Whether the config's model is a stable-baselines3 agent rather than a supervised network."
+    from atf.trainers.rl import ALGOS
+    return cfg.model.name in ALGOS
 
 def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     "Read and check an experiment config; every mistake names its key."
+    from atf.envs import ACTION_LEVELS, REWARDS
     from atf.models import MODELS
+    from atf.trainers.rl import ALGOS
     from atf.tuning import check_space, metric_direction
     cfg = build_config(ExperimentConfig, source)
-    if cfg.model.name not in MODELS: raise ConfigError(f"model.name: {cfg.model.name!r} not in {sorted(MODELS)}")
-    try: check_space(cfg.search_space); metric_direction(cfg.tuning.metric)
+    if cfg.model.name not in {**MODELS, **ALGOS}:
+        raise ConfigError(f"model.name: {cfg.model.name!r} not in {sorted(MODELS)} (supervised) or {sorted(ALGOS)} (RL)")
+    if is_rl(cfg):
+        if cfg.tuning.metric not in RL_METRICS:
+            raise ConfigError(f"tuning.metric: {cfg.tuning.metric!r} is not an RL validation metric; use {sorted(RL_METRICS)}")
+        if cfg.rl.action not in (None, *ACTION_LEVELS, "continuous"):
+            raise ConfigError(f"rl.action: {cfg.rl.action!r} not in {[*ACTION_LEVELS, 'continuous']}")
+        if cfg.rl.reward not in REWARDS: raise ConfigError(f"rl.reward: {cfg.rl.reward!r} not in {list(REWARDS)}")
+        if cfg.rl.total_timesteps < 1 or cfg.rl.eval_every < 1 or cfg.rl.n_envs < 1 or not cfg.rl.seeds:
+            raise ConfigError("rl.total_timesteps, rl.eval_every and rl.n_envs must be >= 1 and rl.seeds non-empty")
+    try: check_space(cfg.search_space); metric_direction("mean_reward" if is_rl(cfg) else cfg.tuning.metric)
     except ValueError as e: raise ConfigError(f"search_space/tuning: {e}") from None
     if cfg.label.horizon < 1: raise ConfigError("label.horizon must be >= 1")
     return cfg
@@ -118,7 +149,7 @@ def regime_labels(close: pd.Series, trend_window: int = 100, vol_window: int = 6
     lab = pd.Series([f"{t}/{v}" for t, v in zip(trend, high)], index=close.index, name="regime")
     return lab.where(vol.notna() & close.rolling(trend_window).mean().notna(), "warmup")
 
-# %% ../nbs/15_experiments.ipynb #59cc0224
+# %% ../nbs/15_experiments.ipynb #c935bc43
 def score(metric: str, close: pd.Series, bars: np.ndarray, proba: np.ndarray, y: np.ndarray, classes,
           cfg: ExperimentConfig, periods_per_year: float) -> float:
     "The tuning metric of predictions over one segment: a trading metric (fresh account, net) or a classification one."
@@ -133,8 +164,10 @@ def score(metric: str, close: pd.Series, bars: np.ndarray, proba: np.ndarray, y:
     return 0.0 if np.isnan(s[metric]) and s["exposure"] == 0 else float(s[metric])
 
 def default_space(model: str) -> dict:
-    "atf.tuning's default space with the architecture keys the model takes (channels/kernel for the TCN)."
+    "atf.tuning's default space with the architecture keys the model takes; rl-zoo style spaces for agents."
+    from atf.trainers.rl import RL_SPACES
     from atf.tuning import DEFAULT_SPACE
+    if model in RL_SPACES: return dict(RL_SPACES[model])
     space = dict(DEFAULT_SPACE)
     if model == "tcn":
         space.pop("hidden")
@@ -164,7 +197,43 @@ def fold_objective(features: pd.DataFrame, labels: pd.Series, close: pd.Series, 
         return score(metric, close, bars, proba, labels.to_numpy(float)[bars], trainer.classes_, cfg, periods_per_year)
     return objective
 
-# %% ../nbs/15_experiments.ipynb #86a2e326
+# %% ../nbs/15_experiments.ipynb #6b7e6f9d
+def rl_settings(params: dict, cfg: ExperimentConfig) -> tuple[dict, dict]:
+    "Trial params -> (SB3 hyperparameters, TradingEnv settings) for the config's agent."
+    p = {**cfg.model.params, **params}
+    action = cfg.rl.action or ("discrete2" if cfg.trading.long_only else "discrete3")
+    env = {"window": int(p.pop("window", cfg.model.window)), "features": asdict(cfg.features), "action": action,
+           "reward": cfg.rl.reward, "include_pnl": cfg.rl.include_pnl, "episode_length": cfg.rl.episode_length,
+           "fee_bps": cfg.costs.fee_bps, "slippage_bps": cfg.costs.slippage_bps}
+    return p, env
+
+def rl_fold_objective(df: pd.DataFrame, train_idx, val_idx, cfg: ExperimentConfig):
+    "An atf.tuning objective for the config's agent on these training and validation bars only."
+    from atf.trainers.rl import rl_objective
+    def objective(params: dict, report) -> float:
+        sb3, env = rl_settings(params, cfg)
+        inner = rl_objective(df, train_idx, val_idx, cfg.model.name, env, cfg.rl.total_timesteps, cfg.rl.eval_every,
+                             RL_METRICS[cfg.tuning.metric], tuple(cfg.rl.seeds), cfg.rl.n_envs)
+        return inner(sb3, report)
+    return objective
+
+def rl_test(df: pd.DataFrame, fold, params: dict, cfg: ExperimentConfig):
+    "Refit the agent on the fold's training bars, trade its test bars: (backtest result, positions, trainer)."
+    from atf.backtest import backtest
+    from atf.trainers.rl import RLTrainer
+    sb3, env = rl_settings(params, cfg)
+    trainer = RLTrainer(cfg.model.name, sb3, env, cfg.rl.total_timesteps, cfg.rl.eval_every, seed=cfg.seed,
+                        n_envs=cfg.rl.n_envs)
+    trainer.train(df, fold.train, fold.validation)
+    ev = trainer.evaluate(df, fold.test)
+    bars = df.index[df.index.get_loc(ev["first_bar"]):fold.test[-1] + 1]
+    w = pd.Series(np.r_[ev["positions"].to_numpy(), 0.0], bars, name="model")     # the env closes at the last bar
+    res = backtest(df["close"].loc[bars], w, **asdict(cfg.costs))
+    if abs(res.final_equity - ev["equity"]) > 1e-9:
+        raise RuntimeError(f"fold {fold.number}: env equity {ev['equity']} != backtest {res.final_equity}")
+    return res, w, trainer
+
+# %% ../nbs/15_experiments.ipynb #6a38296c
 def prepare(cfg: ExperimentConfig, asset: str, timeframe: str) -> pd.DataFrame:
     "Load an asset, cut the date range, resample to the timeframe ('native' keeps the bars)."
     from atf.data import load_dataset, resample_ohlcv
@@ -186,21 +255,25 @@ def run_asset(cfg: ExperimentConfig, df: pd.DataFrame, key: str, out: Path, prog
     wf = WalkForward(**asdict(cfg.walk_forward), label_horizon=cfg.label.horizon)
     storage = cfg.tuning.storage or default_storage(out)
     rows, rets, pos, bh, base, studies = [], [], [], [], [], []
-    trainer = None
+    trainer, rl = None, is_rl(cfg)
     for fold in tqdm(wf.split(df), desc=f"{key} folds", disable=not progress):
         study = f"{out.name}-{key}-fold{fold.number}"
-        obj = fold_objective(F, y, close, fold.train, fold.validation, cfg, P)
+        obj = (rl_fold_objective(df, fold.train, fold.validation, cfg) if rl
+               else fold_objective(F, y, close, fold.train, fold.validation, cfg, P))
         tr = tune(obj, cfg.search_space or default_space(cfg.model.name), n_trials=cfg.tuning.n_trials, timeout=cfg.tuning.timeout,
-                  direction=metric_direction(cfg.tuning.metric), storage=storage, study_name=study,
+                  direction="maximize" if rl else metric_direction(cfg.tuning.metric), storage=storage, study_name=study,
                   seed=cfg.seed + fold.number, pruner=cfg.tuning.pruner, patience=cfg.tuning.patience)
         if not tr.best_params: raise RuntimeError(f"{study}: no trial completed ({tr.counts})")
-        train_p, model_p, window = split_params(tr.best_params, cfg)
-        trainer = SupervisedTrainer(cfg.model.name, model_p, window, train_p)
-        trainer.train(F, y, fold.train, fold.validation)
-        proba, bars = trainer.predict_proba(F, fold.test)
-        px = close.iloc[bars]
-        w = pd.Series(positions_from_proba(proba, trainer.classes_, cfg.trading.long_only, cfg.trading.min_confidence), px.index, name="model")
-        res = backtest(px, w, **asdict(cfg.costs))
+        if rl: res, w, trainer = rl_test(df, fold, tr.best_params, cfg)
+        else:
+            train_p, model_p, window = split_params(tr.best_params, cfg)
+            trainer = SupervisedTrainer(cfg.model.name, model_p, window, train_p)
+            trainer.train(F, y, fold.train, fold.validation)
+            proba, bars = trainer.predict_proba(F, fold.test)
+            w = pd.Series(positions_from_proba(proba, trainer.classes_, cfg.trading.long_only, cfg.trading.min_confidence),
+                          close.index[bars], name="model")
+            res = backtest(close.loc[w.index], w, **asdict(cfg.costs))
+        px = close.loc[w.index]
         hold = backtest(px, pd.Series(1.0, px.index, name="buy_and_hold"), **asdict(cfg.costs))
         lp, lbars, lcls = logistic_baseline(F, y, fold.train, fold.test, cfg.seed)
         lpx = close.iloc[lbars]
@@ -211,12 +284,12 @@ def run_asset(cfg: ExperimentConfig, df: pd.DataFrame, key: str, out: Path, prog
                      "trials": len(tr.trials), "pruned": tr.counts.get("PRUNED", 0), "failed": tr.counts.get("FAIL", 0),
                      "test_return": res.final_equity - 1, "buy_and_hold_return": hold.final_equity - 1,
                      "logistic_return": lres.final_equity - 1})
-    model_path = trainer.save(out / f"model_{key}.pkl")
+    model_path = trainer.save(out / (f"model_{key}" if rl else f"model_{key}.pkl"))
     return {"folds": pd.DataFrame(rows).set_index("fold"), "oos": stitch(rets), "positions": stitch(pos),
             "benchmark": stitch(bh), "logistic": stitch(base), "periods_per_year": P, "studies": studies,
             "model": model_path, "close": close}
 
-# %% ../nbs/15_experiments.ipynb #2d670887
+# %% ../nbs/15_experiments.ipynb #33513232
 def _regime_table(oos: pd.Series, regimes: pd.Series, P: float) -> pd.DataFrame:
     from atf.metrics import summary
     g = regimes.reindex(oos.index)

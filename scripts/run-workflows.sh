@@ -6,7 +6,7 @@ set -euo pipefail
 BIN=${BIN:-.venv/bin}
 suffix=${1:-$(date -u +%Y%m%dT%H%M%SZ)}; shift || true
 [ "${1:-}" = "--" ] && shift
-for wf in tune walk_forward; do
+for wf in tune walk_forward rl_walk_forward; do
   run_id="${wf//_/-}-${suffix}"
   out="reports/${run_id}"
   mkdir -p "$out"
@@ -17,5 +17,7 @@ for wf in tune walk_forward; do
   "$BIN/jupyter" nbconvert --log-level WARN --to html "${out}/${wf}.ipynb" --output "${wf}.html"
   test -s "${out}/${wf}.html"
 done
-test -s "reports/walk-forward-${suffix}/run.json" || { echo "FAIL: the walk-forward run wrote no report" >&2; exit 1; }
+for wf in walk-forward rl-walk-forward; do
+  test -s "reports/${wf}-${suffix}/run.json" || { echo "FAIL: the ${wf} run wrote no report" >&2; exit 1; }
+done
 echo "workflows: executed notebooks and HTML under reports/*-${suffix}/"
