@@ -40,7 +40,7 @@ def _policy_kwargs(params: dict) -> dict:
     if act is not None: out["activation_fn"] = {"tanh": nn.Tanh, "relu": nn.ReLU}[act]
     return out
 
-# %% ../../nbs/17_trainers_rl.ipynb #2dd77f71
+# %% ../../nbs/17_trainers_rl.ipynb #7aa1e8af
 @dataclass
 class RLTrainResult:
     "Evaluation history and outcome of one `train()` call."
@@ -100,13 +100,18 @@ class RLTrainer:
                 rows.append(row)
                 if callback is not None: callback(self.num_timesteps, row)
             def _on_step(self) -> bool:
-                if self.num_timesteps >= (len(rows) + 1) * trainer.eval_every: self._evaluate()
+                bar.update(self.num_timesteps - bar.n)
+                if self.num_timesteps >= (len(rows) + 1) * trainer.eval_every:
+                    self._evaluate(); bar.set_postfix(val_sharpe=f"{rows[-1]['val_sharpe']:.3f}")
                 return True
             def _on_training_end(self) -> None:
                 if not rows or rows[-1]["step"] != self.num_timesteps: self._evaluate()
+                bar.close()
 
         t0 = time.perf_counter()
-        self.model.learn(self.total_timesteps, callback=Evaluate(), progress_bar=progress)
+        from tqdm.auto import tqdm
+        bar = tqdm(total=self.total_timesteps, desc=f"{self.algo} timesteps", disable=not progress)
+        self.model.learn(self.total_timesteps, callback=Evaluate())
         hist = pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
         return RLTrainResult(hist, time.perf_counter() - t0, device, self.total_timesteps)
 
