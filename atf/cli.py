@@ -13,7 +13,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DEMO_CONFIG', 'build_parser', 'main']
 
-# %% ../nbs/09_cli.ipynb #91c6e4fa
+# %% ../nbs/09_cli.ipynb #96985aff
 DEMO_CONFIG = "configs/demo.yaml"
 
 def _datasets(args) -> int:
@@ -75,7 +75,7 @@ def _serve(args) -> int:
                                 failover_on_drift=args.failover_on_drift, cors_origins=args.cors or [],
                                 threads=args.threads, drift_window=args.drift_window, drift_min_rows=args.drift_min_rows,
                                 psi_threshold=args.psi_threshold, ks_threshold=args.ks_threshold,
-                                max_body_bytes=args.max_body_bytes).items() if v is not None}
+                                max_body_bytes=args.max_body_bytes, backend=args.backend).items() if v is not None}
     if args.api_key: kw["api_key"] = args.api_key
     app = create_app(ServeConfig.from_env(**kw))
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=10)
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--failover-on-drift", action="store_true", default=None, help="answer from the fallback while inputs drift")
     s.add_argument("--cors", action="append", help="allowed CORS origin (repeatable; default: CORS off)")
     s.add_argument("--threads", type=int, help="onnxruntime threads (default 1)")
+    s.add_argument("--backend", choices=["onnx", "torch"], help="onnx (default); torch = eager PyTorch, to benchmark only")
     s.add_argument("--max-body-bytes", type=int, help="largest request body (default 2,000,000)")
     s.add_argument("--drift-window", type=int, help="recent input rows kept for drift checks (default 500)")
     s.add_argument("--drift-min-rows", type=int, help="rows needed before drift is judged (default 100)")

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'PARITY_TOLERANCE', 'FORMAT', 'ExportError', 'sha256_of', 'run_keys', 'proba_module', 'policy_module',
-           'reference_stats', 'min_bars_for', 'export_run']
+           'reference_stats', 'min_bars_for', 'export_run', 'eager_session']
 
 # %% ../nbs/18_export.ipynb #a4b9e3c1
 PARITY_TOLERANCE = 1e-5
@@ -276,3 +276,30 @@ def export_run(run_dir: str | Path, keys: list[str] | None = None) -> list[Path]
         log.info("exported %s -> %s (parity %s)", key, out, part["parity"])
         written.append(out)
     return written
+
+# %% ../nbs/18_export.ipynb #bdc7f4ec
+class _EagerSession:
+    "onnxruntime-like `run(output_names, feeds)` over an eager PyTorch module."
+    def __init__(self, module, inputs: list[str], outputs: list[str]):
+        self.module, self.inputs, self.outputs = module, inputs, outputs
+    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
+        import torch
+        with torch.inference_mode():
+            out = self.module(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.inputs))
+        out = out if isinstance(out, tuple) else (out,)
+        res = dict(zip(self.outputs, (o.numpy() for o in out)))
+        return [res[n] for n in (output_names or self.outputs)]
+
+def eager_session(model_dir: str | Path, threads: int = 1) -> _EagerSession:
+    "The exported pipeline as eager PyTorch, behind the onnxruntime session interface."
+    import io, torch
+    torch.set_num_threads(threads)
+    model_dir = Path(model_dir)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    if manifest["kind"] == "supervised":
+        from atf.trainers.supervised import SupervisedTrainer
+        return _EagerSession(proba_module(SupervisedTrainer.load(model_dir / "pipeline.pkl")), ["features"], ["probabilities"])
+    from atf.trainers.rl import _algo_class
+    with open(model_dir / "pipeline.pkl", "rb") as f: blob = pickle.load(f)
+    model = _algo_class(blob["algo"]).load(io.BytesIO(blob["sb3_zip"]), device="cpu")
+    return _EagerSession(policy_module(model, blob["scaler"], manifest["levels"]), ["features", "state"], ["action", "position"])

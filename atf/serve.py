@@ -24,15 +24,15 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'FiniteFloat', 'ModelLoadError', 'ModelHandle', 'psi', 'ks_statistic', 'DriftMonitor', 'CircuitBreaker',
            'LatencyWindow', 'ServeConfig', 'Bar', 'PredictRequest', 'request_model', 'Prediction', 'PredictResponse',
-           'BodyLimit', 'Service', 'features_from_bars', 'create_app']
+           'Guard', 'Service', 'features_from_bars', 'create_app']
 
-# %% ../nbs/19_serve.ipynb #5ce9e8e2
+# %% ../nbs/19_serve.ipynb #e11dc269
 class ModelLoadError(RuntimeError):
     "A model directory that cannot be served (missing file, sha256 mismatch, unreadable graph)."
 
 class ModelHandle:
     "A verified model directory: manifest, onnxruntime session, and predict() on raw feature windows."
-    def __init__(self, model_dir: str | Path, threads: int = 1):
+    def __init__(self, model_dir: str | Path, threads: int = 1, backend: str = "onnx"):
         from atf.export import sha256_of
         self.dir = Path(model_dir)
         mpath = self.dir / "manifest.json"
@@ -43,10 +43,15 @@ class ModelHandle:
             p = self.dir / name
             if not p.exists(): raise ModelLoadError(f"{name} listed in the manifest is missing")
             if sha256_of(p) != digest: raise ModelLoadError(f"{name}: sha256 differs from the manifest (file altered or corrupt)")
-        import onnxruntime as ort
-        opts = ort.SessionOptions(); opts.intra_op_num_threads = threads; opts.inter_op_num_threads = 1
-        try: self.session = ort.InferenceSession(str(self.dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        except Exception as e: raise ModelLoadError(f"model.onnx cannot be loaded: {e}") from None
+        if backend == "torch":                             # eager PyTorch from pipeline.pkl: benchmarks only
+            from atf.export import eager_session
+            self.session = eager_session(self.dir, threads)
+        elif backend == "onnx":
+            import onnxruntime as ort
+            opts = ort.SessionOptions(); opts.intra_op_num_threads = threads; opts.inter_op_num_threads = 1
+            try: self.session = ort.InferenceSession(str(self.dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+            except Exception as e: raise ModelLoadError(f"model.onnx cannot be loaded: {e}") from None
+        else: raise ModelLoadError(f"backend {backend!r}: use 'onnx' (or 'torch' to benchmark eager PyTorch)")
         m = self.manifest
         self.kind, self.window = m["kind"], int(m["window"])
         self.feature_names = list(m["features"]["names"])
@@ -149,7 +154,7 @@ class LatencyWindow:
         q = np.percentile(np.fromiter(self.values, float), [50, 95, 99]) * 1e3
         return {"p50_ms": round(q[0], 3), "p95_ms": round(q[1], 3), "p99_ms": round(q[2], 3), "n": len(self.values)}
 
-# %% ../nbs/19_serve.ipynb #e4ec1404
+# %% ../nbs/19_serve.ipynb #23947237
 @dataclass
 class ServeConfig:
     "Everything the service needs; `from_env` fills the API key from ATF_API_KEY."
@@ -168,6 +173,7 @@ class ServeConfig:
     failover_on_drift: bool = False
     cors_origins: list[str] = field(default_factory=list)
     threads: int = 1                          # onnxruntime intra-op threads per session
+    backend: str = "onnx"                     # "torch": eager PyTorch from pipeline.pkl (imports torch; benchmarks only)
     fault: str | None = None                  # failover drills only: "raise" or "delay:<ms>" on the primary (ATF_SERVE_FAULT)
 
     @classmethod
@@ -234,33 +240,44 @@ class PredictResponse(BaseModel):
 def _unprocessable(loc: list, msg: str):
     return HTTPException(status_code=422, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
 
-# %% ../nbs/19_serve.ipynb #7c62c731
+# %% ../nbs/19_serve.ipynb #b09dd0e4
 class _TooLarge(Exception): pass
 
-class BodyLimit:
-    "ASGI middleware: 413 for bodies above `max_bytes`, by Content-Length or as they stream in."
-    def __init__(self, app, max_bytes: int): self.app, self.max_bytes = app, max_bytes
+class Guard:
+    "ASGI middleware: 413 for bodies above `max_bytes` (by Content-Length or as they stream in); request metrics."
+    def __init__(self, app, max_bytes: int, service: "Service", paths: set[str]):
+        self.app, self.max_bytes, self.svc, self.paths = app, max_bytes, service, paths
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
         too_large = JSONResponse({"detail": f"request body above {self.max_bytes} bytes"}, status_code=413)
+        async def tracking_send(msg):
+            if msg["type"] == "http.response.start": status[0] = msg["status"]
+            await send(msg)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await too_large(scope, receive, send)
-        seen, started = 0, False
-        async def limited():
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes: raise _TooLarge
-            return msg
-        async def tracking_send(msg):
-            nonlocal started
-            if msg["type"] == "http.response.start": started = True
-            await send(msg)
-        try: await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started: await too_large(scope, receive, send)
+            await too_large(scope, receive, tracking_send)
+        else:
+            seen, started = 0, False
+            async def limited():
+                nonlocal seen
+                msg = await receive()
+                if msg["type"] == "http.request":
+                    seen += len(msg.get("body", b""))
+                    if seen > self.max_bytes: raise _TooLarge
+                return msg
+            async def send_once(msg):
+                nonlocal started
+                started = True
+                await tracking_send(msg)
+            try: await self.app(scope, limited, send_once)
+            except _TooLarge:
+                if not started: await too_large(scope, receive, tracking_send)
+        took = time.perf_counter() - t0
+        path = scope["path"] if scope["path"] in self.paths else "other"
+        self.svc.m_requests.labels(path, str(status[0])).inc()
+        self.svc.m_latency.labels(path).observe(took)
+        if path == "/predict" and status[0] == 200: self.svc.request_latency.add(took)
 
 class Service:
     "State behind the app: primary and fallback models, breaker, drift, metrics."
@@ -281,6 +298,10 @@ class Service:
         self.m_ks = Gauge("atf_drift_ks", "KS statistic of recent inputs vs training", ["feature"], registry=reg)
         self.m_drifted = Gauge("atf_drift_detected", "1 when any feature has drifted", registry=reg)
         self.breaker = CircuitBreaker(cfg.cooldown_s)
+        from concurrent.futures import ThreadPoolExecutor
+        # inference threads: one runs the model (onnxruntime releases the GIL); a second lets a request proceed
+        # while an abandoned, timed-out inference is still finishing
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atf-infer")
         self.request_latency, self.inference_latency = LatencyWindow(), LatencyWindow()
         self.primary = self.fallback = self.drift = None
         self.primary_error: str | None = None
@@ -291,7 +312,7 @@ class Service:
         "(Re)load both model directories; a failure is recorded, never raised."
         try:
             if not self.cfg.model_dir: raise ModelLoadError("no model directory configured")
-            self.primary, self.primary_error = ModelHandle(self.cfg.model_dir, self.cfg.threads), None
+            self.primary, self.primary_error = ModelHandle(self.cfg.model_dir, self.cfg.threads, self.cfg.backend), None
             m = self.primary.manifest
             self.drift = DriftMonitor(m["reference"], self.primary.feature_names, self.cfg.drift_window,
                                       self.cfg.drift_min_rows, self.cfg.psi_threshold, self.cfg.ks_threshold)
@@ -301,7 +322,7 @@ class Service:
             log.error("primary model unavailable: %s", e)
         self.fallback, self.fallback_error = None, None
         if self.cfg.fallback_dir:
-            try: self.fallback = ModelHandle(self.cfg.fallback_dir, self.cfg.threads)
+            try: self.fallback = ModelHandle(self.cfg.fallback_dir, self.cfg.threads, self.cfg.backend)
             except ModelLoadError as e:
                 self.fallback_error = str(e); self.m_errors.labels("fallback_load").inc()
                 log.error("fallback model unavailable (serving flat): %s", e)
@@ -340,7 +361,8 @@ class Service:
         if reason is None:
             t0 = time.perf_counter()
             try:
-                out = await asyncio.wait_for(asyncio.to_thread(self._run_primary, x, state), self.cfg.timeout_s)
+                call = asyncio.get_running_loop().run_in_executor(self.executor, self._run_primary, x, state)
+                out = await asyncio.wait_for(call, self.cfg.timeout_s)
             except asyncio.TimeoutError:
                 reason = f"timeout: primary slower than {self.cfg.timeout_s}s"
             except Exception as e:
@@ -372,7 +394,7 @@ class Service:
         self.m_breaker.set(0 if self.breaker.state == "closed" else 1)
         return generate_latest(self.registry)
 
-# %% ../nbs/19_serve.ipynb #4a731a0a
+# %% ../nbs/19_serve.ipynb #e04ad7ca
 def features_from_bars(bars, manifest: dict) -> np.ndarray:
     "The newest raw feature window (1, window, n_features) from an OHLCV frame, with the manifest's spec."
     from atf.features import FeatureSpec, make_features
@@ -417,7 +439,6 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
     app = FastAPI(title="atf inference service", version=__import__("atf").__version__,
                   description="Predictions from an exported atf model, with drift and failover monitoring.")
     app.state.service = svc
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=cfg.cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"])
@@ -429,21 +450,10 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         svc.m_errors.labels("validation").inc()
         return JSONResponse({"detail": [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]}, 422)
 
-    def require_key(key: str | None = Depends(key_header)) -> None:
+    async def require_key(key: str | None = Depends(key_header)) -> None:      # async: no threadpool hop per request
         if cfg.api_key and not (key and hmac.compare_digest(key.encode(), cfg.api_key.encode())):
             svc.m_errors.labels("auth").inc()
             raise HTTPException(401, "missing or wrong X-API-Key", headers={"WWW-Authenticate": "APIKey"})
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        took = time.perf_counter() - t0
-        path = request.url.path if request.url.path in {r.path for r in app.routes} else "other"
-        svc.m_requests.labels(path, str(response.status_code)).inc()
-        svc.m_latency.labels(path).observe(took)
-        if path == "/predict" and response.status_code == 200: svc.request_latency.add(took)
-        return response
 
     @app.get("/health")
     def health() -> dict:
@@ -464,53 +474,78 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         if m is None: raise HTTPException(503, f"no model loaded: {svc.primary_error}")
         return m.public_manifest()
 
-    async def predict(req) -> PredictResponse:
+    Schema = request_model(svc.reference_model)
+
+    def invalid_fields(data) -> RequestValidationError | None:
+        "Pydantic's field-by-field verdict on a body the fast path refused (None when it finds nothing wrong)."
+        from pydantic import ValidationError
+        try: Schema.model_validate(data)
+        except ValidationError as e:
+            return RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()])
+        return None
+
+    def parse_body(raw: bytes):
+        import orjson
+        try: return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            try: return json.loads(raw)                   # NaN/Infinity tokens: parsed so that the 422 can name them
+            except ValueError as e: raise HTTPException(400, f"body is not valid JSON: {e}") from None
+
+    async def predict(request: Request):
         "Signal, probabilities or action, and target position per row; see the chapter for the failover rules."
+        import orjson
         t0 = time.perf_counter()
+        data = parse_body(await request.body())
         ref = svc.reference_model
-        if (req.features is None) == (req.bars is None):
-            raise _unprocessable(["body"], "give exactly one of `features` or `bars`")
+        if not isinstance(data, dict) or set(data) - {"features", "bars", "state"}:
+            raise invalid_fields(data) or _unprocessable(["body"], "expected an object with features or bars (and state)")
+        features, bars, state_in = data.get("features"), data.get("bars"), data.get("state")
+        if (features is None) == (bars is None):
+            raise invalid_fields(data) or _unprocessable(["body"], "give exactly one of `features` or `bars`")
         if ref is None:                                          # nothing to check the request against: stay flat
-            n = len(req.features) if req.features is not None else 1
+            n = len(features) if isinstance(features, list) else 1
             svc.m_failovers.labels("primary unavailable").inc()
-            return PredictResponse(model="flat", fallback_reason=f"primary unavailable: {svc.primary_error}", predictions=[
-                Prediction(signal=0.0, position=0.0) for _ in range(n)], latency_ms=(time.perf_counter() - t0) * 1e3)
+            return _json({"model": "flat", "fallback_reason": f"primary unavailable: {svc.primary_error}", "model_key": None,
+                          "predictions": [{"signal": 0.0, "position": 0.0, "probability": None, "action": None}] * n,
+                          "latency_ms": (time.perf_counter() - t0) * 1e3})
         frame = None
-        if req.features is not None:
-            if len(req.features) == 0: raise _unprocessable(["body", "features"], "empty batch")
-            if len(req.features) > cfg.max_batch:
-                raise HTTPException(413, f"batch of {len(req.features)} rows above the limit of {cfg.max_batch}")
-            for i, win in enumerate(req.features):
-                if len(win) != ref.window:
-                    raise _unprocessable(["body", "features", i], f"window of {len(win)} rows; the model needs {ref.window}")
-                for j, row in enumerate(win):
-                    if len(row) != ref.n_features:
-                        raise _unprocessable(["body", "features", i, j],
-                                             f"{len(row)} values; the model needs {ref.n_features}: {ref.feature_names}")
-            x = _float32(req.features, ["body", "features"])
+        if features is not None:
+            if isinstance(features, list) and len(features) > cfg.max_batch:
+                raise HTTPException(413, f"batch of {len(features)} rows above the limit of {cfg.max_batch}")
+            try:
+                with np.errstate(over="ignore"): x = np.asarray(features, dtype=np.float32)
+                ok = x.ndim == 3 and x.shape[1:] == (ref.window, ref.n_features) and len(x) > 0
+            except (ValueError, TypeError): ok = False
+            if not ok or not np.isfinite(x).all():
+                raise invalid_fields(data) or (_float32(features, ["body", "features"]) if ok else
+                                               _unprocessable(["body", "features"], f"expected (batch, {ref.window}, {ref.n_features})"))
         else:
-            frame = _bars_frame(req.bars, int(ref.manifest["min_bars"]))
+            err = invalid_fields(data)
+            if err: raise err
+            frame = _bars_frame([Bar(**b) for b in bars], int(ref.manifest["min_bars"]))
             try: x = features_from_bars(frame, ref.manifest)
             except ValueError as e: raise _unprocessable(["body", "bars"], str(e)) from None
         state = None
-        if ref.kind == "rl":
-            if req.state is not None:
-                if len(req.state) != len(x) or any(len(s) != len(ref.state_names) for s in req.state):
-                    raise _unprocessable(["body", "state"], f"one row of {ref.state_names} per window ({len(x)} rows)")
-                state = _float32(req.state, ["body", "state"])
-        elif req.state is not None: raise _unprocessable(["body", "state"], "this model takes no state")
+        if state_in is not None:
+            if ref.kind != "rl": raise _unprocessable(["body", "state"], "this model takes no state")
+            err = invalid_fields(data)
+            if err: raise err
+            if len(state_in) != len(x): raise _unprocessable(["body", "state"], f"one row of {ref.state_names} per window ({len(x)} rows)")
+            state = _float32(state_in, ["body", "state"])
         if svc.drift is not None: svc.drift.add(x[:, -1, :])
         who, out, key, reason = await svc.predict(x, state, frame)
-        preds = [Prediction(signal=float(out["signal"][i]), position=float(out["position"][i]),
-                            probability=out["probability"][i].tolist() if "probability" in out else None,
-                            action=float(out["action"][i]) if "action" in out else None) for i in range(len(x))]
-        return PredictResponse(model=who, fallback_reason=reason, model_key=key, predictions=preds,
-                               latency_ms=round((time.perf_counter() - t0) * 1e3, 3))
+        n = len(x)
+        sig, pos = np.asarray(out["signal"], float).tolist(), np.asarray(out["position"], float).tolist()
+        proba = out["probability"].tolist() if "probability" in out else [None] * n
+        act = np.asarray(out["action"], float).tolist() if "action" in out else [None] * n
+        preds = [{"signal": sig[i], "position": pos[i], "probability": proba[i], "action": act[i]} for i in range(n)]
+        return _json({"model": who, "fallback_reason": reason, "model_key": key, "predictions": preds,
+                      "latency_ms": round((time.perf_counter() - t0) * 1e3, 3)})
 
-    predict.__annotations__["req"] = request_model(svc.reference_model)     # the model's shapes in the OpenAPI schema
     app.post("/predict", response_model=PredictResponse, dependencies=[Depends(require_key)],
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}},
              responses={400: {"description": "body is not valid JSON"}, 401: {"description": "missing or wrong X-API-Key"},
-                        413: {"description": "body or batch too large"}})(predict)
+                        413: {"description": "body or batch too large"}, 422: {"description": "a field is invalid (named in loc)"}})(predict)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics():
@@ -535,8 +570,32 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
 
     @app.post("/admin/reload", dependencies=[Depends(require_key)], responses={401: {"description": "missing or wrong X-API-Key"}})
     def reload() -> dict:
-        "Reload and re-verify the model directories from disk."
+        "Reload and re-verify the model directories from disk (the latency windows start afresh)."
         svc.load(); svc.breaker.success()
+        svc.request_latency, svc.inference_latency = LatencyWindow(), LatencyWindow()
         return {"ready": svc.primary is not None, "reason": svc.primary_error}
 
+    def openapi() -> dict:
+        "FastAPI's schema plus the request body model (parsed by hand in /predict for speed, documented here)."
+        if app.openapi_schema: return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        body = Schema.model_json_schema(ref_template="#/components/schemas/{model}")
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps.update(body.pop("$defs", {})); comps["PredictRequest"] = body
+        app.openapi_schema = schema
+        return schema
+    app.openapi = openapi
+    paths = {r.path for r in app.routes}
+    return _guarded(app, cfg, svc, paths)
+
+def _guarded(app: FastAPI, cfg: ServeConfig, svc: "Service", paths: set[str]) -> FastAPI:
+    "Install Guard as the outermost middleware (before FastAPI builds its stack)."
+    app.add_middleware(Guard, max_bytes=cfg.max_body_bytes, service=svc, paths=paths)
     return app
+
+def _json(content: dict):
+    "A JSON response serialised with orjson (the /predict hot path skips response-model validation)."
+    import orjson
+    from fastapi.responses import Response
+    return Response(orjson.dumps(content), media_type="application/json")

@@ -15,7 +15,7 @@ def run(*args, cwd=ROOT, check=True):
     return subprocess.run([*ATF, *args], cwd=cwd, capture_output=True, text=True, check=check, timeout=600)
 
 
-@pytest.mark.parametrize("cmd", [[], ["datasets"], ["walk-forward"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["datasets"], ["walk-forward"], ["demo"], ["experiment"], ["dashboard"], ["export"], ["serve"]])
 def test_help_on_every_command(cmd):
     out = run(*cmd, "--help").stdout
     assert "usage: atf" in out

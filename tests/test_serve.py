@@ -133,7 +133,7 @@ def test_auth(live):
     ('{"features": [[[0.0, 1.0]]]}', 422, 'at least 15 items'),
     ('{"features": [[[1e400]]]}', 422, "features"),
     ('{"bogus": 1}', 422, "bogus"),
-    ('not json', 422, ""),
+    ('not json', 400, "not valid JSON"),
 ])
 def test_bad_inputs_are_named(live, payload, status, needle):
     r = httpx.post(live + "/predict", content=payload, headers={**H, "content-type": "application/json"})

@@ -1,0 +1,156 @@
+"""Serving speed: onnxruntime vs eager PyTorch behind the same FastAPI service, under an open-loop load on 127.0.0.1.
+
+1. Per-call inference, in process: the exported ONNX graph in onnxruntime vs the eager PyTorch pipeline (the same
+   scaler + network), one row and 64 rows, 1 thread each.
+2. Over HTTP: `atf serve` (uvicorn, 1 worker, 1 inference thread) with --backend onnx and --backend torch; requests
+   are sent at a fixed rate (open loop: a slow answer does not slow the sender) for batch 1 and batch 64; client-side
+   latency p50/p95/p99, achieved requests/s and errors.
+Goals on 2 cores: p99 <= 10 ms at 200 requests/s for batch 1, and onnxruntime >= 3x eager PyTorch per single row.
+
+    python benchmarks/bench_serve.py [--model-dir reports/<run>/models/<key>] [--rate 200] [--seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def per_call_us(fn, n: int) -> float:
+    "Median microseconds per call over n calls (after 50 warm-up calls)."
+    for _ in range(50): fn()
+    t = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter(); fn(); t[i] = time.perf_counter() - t0
+    return float(np.median(t) * 1e6)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs a prepared request and reads the answer (a load generator must be
+    much cheaper than the server it measures; a full client library costs milliseconds per request on 2 cores)."""
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "Connection":
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = int(next(l.split(b":", 1)[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")))
+        return status, await self.reader.readexactly(length)
+
+
+async def open_loop(host: str, port: int, body: bytes, rate: float, seconds: float, connections: int = 32) -> dict:
+    "Send `rate` requests/s for `seconds`, each on its own schedule (open loop); latency per request, errors, rate."
+    request = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(connections): pool.put_nowait(await Connection.open(host, port))
+    n, lat, errors = int(rate * seconds), [], 0
+    async def one(i: int, start: float):
+        nonlocal errors
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        t0 = time.perf_counter()
+        conn = await pool.get()                  # waiting for a free connection counts as latency
+        try:
+            status, answer = await conn.post(request)
+            if status != 200 or b'"model":"primary"' not in answer: errors += 1
+        except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration): errors += 1
+        finally: pool.put_nowait(conn)
+        lat.append(time.perf_counter() - t0)
+    warm = int(rate)                                      # one second at the same rate, not measured
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i, start) for i in range(warm)))
+    lat.clear(); errors = 0
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i, start) for i in range(n)))
+    took = time.perf_counter() - start
+    while not pool.empty(): pool.get_nowait().writer.close()
+    q = np.percentile(np.array(lat) * 1e3, [50, 95, 99])
+    return {"p50": q[0], "p95": q[1], "p99": q[2], "rps": n / took, "errors": errors, "n": n}
+
+
+def make_model(workdir: Path) -> Path:
+    "Export a small real model (configs/serve_smoke.yaml) into workdir."
+    atf = str(Path(sys.executable).parent / "atf")
+    subprocess.run([atf, "experiment", "configs/serve_smoke.yaml", "--output-dir", str(workdir), "--run-id", "bench", "-q"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([atf, "export", str(workdir / "bench")], check=True, stdout=subprocess.DEVNULL)
+    return workdir / "bench" / "models" / "IBM_native"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", help="an exported model directory (default: export configs/serve_smoke.yaml)")
+    ap.add_argument("--rate", type=float, default=200.0, help="requests per second sent")
+    ap.add_argument("--seconds", type=float, default=10.0, help="duration of each load run")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    a = ap.parse_args()
+    import httpx
+    from atf.export import eager_session
+    import onnxruntime as ort
+    model = Path(a.model_dir) if a.model_dir else make_model(Path(tempfile.mkdtemp(prefix="atf-bench-serve-")))
+    m = json.loads((model / "manifest.json").read_text())
+    W, f = m["window"], len(m["features"]["names"])
+    rng = np.random.default_rng(0)
+    print(f"model {m['key']} ({m['model']}, window {W}, {f} features) from {model}")
+
+    opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
+    sess, eager = ort.InferenceSession(str(model / "model.onnx"), opts), eager_session(model, threads=1)
+    print("\nper-call inference (median, 1 thread):")
+    for b in a.batches:
+        x = {"features": rng.normal(size=(b, W, f)).astype(np.float32)}
+        if m["kind"] == "rl": x["state"] = np.zeros((b, len(m["state"])), np.float32)
+        t_onnx = per_call_us(lambda: sess.run(None, x), 2000)
+        t_torch = per_call_us(lambda: eager.run(None, x), 2000)
+        print(f"  batch {b:3d}: onnxruntime {t_onnx:8.1f} us   eager torch {t_torch:8.1f} us   ratio {t_torch / t_onnx:5.1f}x")
+
+    print(f"\nHTTP, open loop at {a.rate:.0f} requests/s for {a.seconds:.0f} s, uvicorn 1 worker on 127.0.0.1:")
+    failed = 0
+    for backend in ("onnx", "torch"):
+        port = free_port()
+        atf = str(Path(sys.executable).parent / "atf")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen([atf, "serve", str(model), "--port", str(port), "--backend", backend, "--threads", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(url + "/ready", timeout=1).status_code == 200: break
+                except httpx.TransportError: pass
+                time.sleep(0.1)
+            for b in a.batches:
+                payload = {"features": rng.normal(size=(b, W, f)).round(6).tolist()}
+                if m["kind"] == "rl": payload["state"] = [[0.0] * len(m["state"])] * b
+                httpx.post(url + "/admin/reload")                        # fresh latency window on the server
+                r = asyncio.run(open_loop("127.0.0.1", port, json.dumps(payload).encode(), a.rate, a.seconds))
+                srv = httpx.get(url + "/status").json()["request_latency"]
+                failed += r["errors"]
+                print(f"  {backend:5s} batch {b:3d}: client p50 {r['p50']:6.2f}  p95 {r['p95']:6.2f}  p99 {r['p99']:6.2f} ms | "
+                      f"server p50 {srv['p50_ms']:6.2f}  p99 {srv['p99_ms']:6.2f} ms | {r['rps']:6.1f} req/s  "
+                      f"errors {r['errors']}/{r['n']}")
+        finally:
+            proc.terminate(); proc.wait(15)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
