@@ -276,7 +276,7 @@ def test_schemathesis_finds_no_server_error(exported, tmp_path):
         res = subprocess.run([exe, "run", url + "/openapi.json", "-H", f"X-API-Key: {KEY}", "--checks",
                               "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
                               "--max-examples", "60", "--seed", "1", "--no-color", "--report", "junit",
-                              "--report-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+                              "--report-dir", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, re.sub(r"\[[-0-9.e+, \[\]]{200,}\]", "[...]", res.stdout)[-6000:]
     cases = int(re.search(r"(\d+) generated", res.stdout).group(1))
     assert cases >= 100
