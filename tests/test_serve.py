@@ -294,3 +294,15 @@ def _extreme(live):
     r = httpx.post(live + "/predict", json={"features": [[[3e38] * 15] * 5]}, headers=H).json()
     assert r["model"] != "primary" and "not finite" in r["fallback_reason"]
     assert all(np.isfinite(p["position"]) for p in r["predictions"])
+
+
+def test_cors_is_off_unless_origins_are_given(exported):
+    d = exported["mlp"]["model"]
+    pre = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    with server(d) as (url, _):
+        r = httpx.options(url + "/predict", headers=pre)
+        assert "access-control-allow-origin" not in r.headers
+    with server(d, "--cors", "https://lab.example") as (url, _):
+        ok = httpx.options(url + "/predict", headers={**pre, "Origin": "https://lab.example"})
+        assert ok.headers.get("access-control-allow-origin") == "https://lab.example"
+        assert "access-control-allow-origin" not in httpx.options(url + "/predict", headers=pre).headers
