@@ -25,6 +25,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 CONF
 export CONTAINERS_CONF="$conf_dir/containers.conf"
+plog="$conf_dir/podman.log"      # podman's notices about systemd timers (absent here) go here, shown on failure
 cleanup() { podman rm -f "$NAME" >/dev/null 2>&1 || true; rm -rf "$conf_dir" "${ctx:-}"; }
 trap cleanup EXIT
 
@@ -72,11 +73,11 @@ log "built $IMAGE on $BASE in $(( $(date +%s) - t0 )) s, $(( size / 1000000 )) M
 
 # no systemd here for podman's healthcheck timers: the check is run by hand below
 podman run -d --name "$NAME" --network host --health-interval disable -e ATF_API_KEY=smoke-key -e HOST=127.0.0.1 \
-  -e PORT="$PORT" "$IMAGE" >/dev/null
+  -e PORT="$PORT" "$IMAGE" >/dev/null 2>>"$plog"
 for _ in $(seq 60); do
   curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break; sleep 0.5
 done
-curl -fsS "http://127.0.0.1:$PORT/ready" | grep -q '"ready":true' || { podman logs "$NAME" >&2; echo "FAIL: /ready" >&2; exit 1; }
+curl -fsS "http://127.0.0.1:$PORT/ready" | grep -q '"ready":true' || { podman logs "$NAME" >&2; cat "$plog" >&2; echo "FAIL: /ready" >&2; exit 1; }
 body=$("$BIN/python" - <<'PY'
 import json
 from atf.data import load_dataset
@@ -91,7 +92,7 @@ answer=$(curl -fsS -X POST -H 'content-type: application/json' -H 'X-API-Key: sm
 echo "$answer" | grep -q '"model":"primary"' || { echo "FAIL: /predict answered $answer" >&2; exit 1; }
 [ "$(podman exec "$NAME" id -u)" = 10001 ] || { echo "FAIL: the service does not run as uid 10001" >&2; exit 1; }
 if podman exec "$NAME" python3 -c "import torch" >/dev/null 2>&1; then echo "FAIL: torch is in the serving image" >&2; exit 1; fi
-podman healthcheck run "$NAME" >/dev/null 2>&1 || { podman healthcheck run "$NAME" >&2; echo "FAIL: HEALTHCHECK" >&2; exit 1; }
-podman stop -t 10 "$NAME" >/dev/null
+podman healthcheck run "$NAME" >/dev/null 2>>"$plog" || { cat "$plog" >&2; podman healthcheck run "$NAME" >&2; echo "FAIL: HEALTHCHECK" >&2; exit 1; }
+podman stop -t 10 "$NAME" >/dev/null 2>>"$plog"
 log "OK: /ready 200, /predict 401 without key and a primary answer with it, uid 10001, no torch, HEALTHCHECK healthy; image $(( size / 1000000 )) MB"
 log "answer: $answer"

@@ -306,3 +306,17 @@ def test_cors_is_off_unless_origins_are_given(exported):
         ok = httpx.options(url + "/predict", headers={**pre, "Origin": "https://lab.example"})
         assert ok.headers.get("access-control-allow-origin") == "https://lab.example"
         assert "access-control-allow-origin" not in httpx.options(url + "/predict", headers=pre).headers
+
+
+def test_a_broken_graph_with_a_matching_manifest_is_refused_not_crashed(exported, tmp_path):
+    "Garbage in model.onnx whose sha256 the manifest agrees with: load fails with a reason, the service stays up."
+    from atf.export import sha256_of
+    from atf.serve import ServeConfig, Service
+    bad = tmp_path / "broken"; shutil.copytree(exported["mlp"]["model"], bad)
+    (bad / "model.onnx").write_bytes(b"not an onnx graph")
+    m = json.loads((bad / "manifest.json").read_text()); m["files"]["model.onnx"] = sha256_of(bad / "model.onnx")
+    (bad / "manifest.json").write_text(json.dumps(m))
+    svc = Service(ServeConfig(model_dir=str(bad), fallback_dir=str(exported["lstm"]["model"])))
+    assert svc.primary is None and "model.onnx cannot be loaded" in svc.primary_error and svc.fallback is not None
+    (bad / "manifest.json").write_text("{not json")
+    assert "not valid JSON" in Service(ServeConfig(model_dir=str(bad))).primary_error
