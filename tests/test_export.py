@@ -60,3 +60,21 @@ def test_reference_stats_shares_sum_to_one():
         assert np.isclose(sum(r["fractions"]), 1) and len(r["fractions"]) == len(r["edges"]) + 1
         assert np.all(np.diff(r["sample"]) >= 0) and len(r["sample"]) == 1000
         assert all(abs(f - 0.1) < 0.01 for f in r["fractions"])           # deciles hold a tenth each
+
+
+@pytest.mark.parametrize("name, model, extra", [
+    ("sac", {"name": "sac", "window": 5, "params": {"net_arch": "tiny", "learning_starts": 0, "buffer_size": 10000}},
+     {"rl": {"total_timesteps": 128, "eval_every": 128, "n_envs": 1}, "search_space": {"gamma": [0.99]}}),
+    ("dqn", {"name": "dqn", "window": 5, "params": {"net_arch": "tiny", "learning_starts": 0, "buffer_size": 10000}},
+     {"rl": {"total_timesteps": 128, "eval_every": 128, "n_envs": 1, "action": "discrete3"}, "search_space": {"gamma": [0.99]}}),
+    ("tcn", {"name": "tcn", "window": 8, "params": {"channels": 8}}, {"search_space": {"lr": [0.003]}}),
+    ("gru", {"name": "gru", "window": 8, "params": {"hidden": 8}}, {"search_space": {"lr": [0.003]}}),
+])
+def test_every_model_kind_exports_with_parity(tmp_path, name, model, extra):
+    "Continuous (SAC) and Q-learning (DQN) agents, the causal TCN and the GRU: all three formats within tolerance."
+    from conftest import _tiny_run
+    [d] = export_run(_tiny_run(tmp_path, name, model, extra))
+    m = json.loads((d / "manifest.json").read_text())
+    assert all(m["parity"][f] <= PARITY_TOLERANCE for f in ("pickle", "torchscript", "onnx")) and m["parity"]["rows"] > 200
+    if name == "sac": assert m["levels"] is None and m["action"] == "continuous"
+    if name == "dqn": assert m["levels"] == [-1.0, 0.0, 1.0]
