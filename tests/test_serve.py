@@ -239,10 +239,10 @@ def test_agent_is_served_with_its_state(exported):
 
 def test_sigterm_lets_the_request_in_flight_finish(exported):
     X, _ = windows(exported["mlp"]["model"], 1)
-    with server(exported["mlp"]["model"], "--timeout", "5", env={"ATF_SERVE_FAULT": "delay:1500"}) as (url, proc):
+    with server(exported["mlp"]["model"], "--timeout", "5", env={"ATF_SERVE_FAULT": "delay:2500"}) as (url, proc):
         result = {}
         t = threading.Thread(target=lambda: result.update(r=httpx.post(url + "/predict", json={"features": X.tolist()}, timeout=20)))
-        t.start(); time.sleep(0.5)
+        t.start(); time.sleep(1.0)                              # the request is in flight (2.5 s of work)
         proc.send_signal(signal.SIGTERM)
         t.join(20)
         assert result["r"].status_code == 200 and result["r"].json()["model"] == "primary"
