@@ -13,7 +13,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DEMO_CONFIG', 'build_parser', 'main']
 
-# %% ../nbs/09_cli.ipynb #96985aff
+# %% ../nbs/09_cli.ipynb #a258fe17
 DEMO_CONFIG = "configs/demo.yaml"
 
 def _datasets(args) -> int:
@@ -57,9 +57,9 @@ def _dashboard(args) -> int:
     return subprocess.call([exe, storage, "--host", args.host, "--port", str(args.port)])
 
 def _export(args) -> int:
+    import json
     from atf.export import export_run
     for d in export_run(args.run_dir, args.key or None):
-        import json
         m = json.loads((d / "manifest.json").read_text())
         par = m["parity"]
         print(f"{m['key']}: {d}\n  kind {m['kind']}, window {m['window']}, {len(m['features']['names'])} features, "

@@ -17,9 +17,10 @@ from .backtest import cost_rates
 from .features import FeatureSpec, fit_scaler, make_features
 
 # %% auto #0
-__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'differential_sharpe', 'TradingEnv', 'TradingVecEnv', 'PortfolioEnv']
+__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'differential_sharpe', 'episode_bounds', 'TradingEnv', 'TradingVecEnv',
+           'PortfolioEnv']
 
-# %% ../nbs/16_envs.ipynb #158d0066
+# %% ../nbs/16_envs.ipynb #ae8d9b07
 OBS_CLIP = 10.0
 ACTION_LEVELS = {"discrete3": np.array([-1.0, 0.0, 1.0]), "discrete2": np.array([0.0, 1.0])}
 REWARDS = ("log_return", "differential_sharpe")
@@ -31,13 +32,20 @@ def differential_sharpe(R, A, B, eta: float):
     d = np.where(var > 1e-12, (B * dA - 0.5 * A * dB) / np.maximum(var, 1e-12) ** 1.5, 0.0)
     return d, A + eta * dA, B + eta * dB
 
+def episode_bounds(first: int, end: int, random_start: bool, episode_length: int | None, rng, size: int | None = None):
+    "Start bar and last bar of new episodes over bars [first, end): random starts if asked, else the first bar."
+    hi = end - 2 if episode_length is None else max(first, end - 1 - episode_length)
+    t = rng.integers(first, hi + 1, size=size) if random_start else np.full(size or 1, first, dtype=np.int64)
+    t_end = np.full(np.shape(t), end - 1) if episode_length is None else np.minimum(end - 1, t + episode_length)
+    return (int(np.ravel(t)[0]), int(np.ravel(t_end)[0])) if size is None else (t, t_end)
+
 def _cost_factor(wd: float, w: float, kb: float, ks: float) -> float:
     "Equity kept when trading from drifted weight `wd` to target `w` (atf.backtest's closed form)."
     if w > wd: return (1.0 + kb * wd) / (1.0 + kb * w)
     if w < wd: return (1.0 - ks * wd) / (1.0 - ks * w)
     return 1.0
 
-# %% ../nbs/16_envs.ipynb #6bf90365
+# %% ../nbs/16_envs.ipynb #f8b0e7a8
 class TradingEnv(gym.Env):
     "Single-asset trading environment on real or given OHLCV bars (see the chapter text for the timing rules)."
     metadata = {"render_modes": []}
@@ -105,12 +113,7 @@ class TradingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        last_start = self.end - 2
-        if self.random_start:
-            hi = last_start if self.episode_length is None else max(self.first, self.end - 1 - self.episode_length)
-            self._t = int(self.np_random.integers(self.first, hi + 1))
-        else: self._t = self.first
-        self._t_end = self.end - 1 if self.episode_length is None else min(self.end - 1, self._t + self.episode_length)
+        self._t, self._t_end = episode_bounds(self.first, self.end, self.random_start, self.episode_length, self.np_random)
         self._w = self._wd = 0.0
         self.equity = self._entry_equity = 1.0
         self._A = self._B = 0.0
@@ -144,7 +147,7 @@ class TradingEnv(gym.Env):
 if "atf/Trading-v0" not in gym.registry:
     gym.register("atf/Trading-v0", entry_point="atf.envs:TradingEnv")
 
-# %% ../nbs/16_envs.ipynb #9832c0a5
+# %% ../nbs/16_envs.ipynb #0bd7d212
 from stable_baselines3.common.vec_env import VecEnv
 
 class TradingVecEnv(VecEnv):
@@ -163,19 +166,10 @@ class TradingVecEnv(VecEnv):
         self._w, self._wd, self.equity, self._entry, self._A, self._B = z(), z(), z(), z(), z(), z()
         self._actions = None
 
-    def _starts(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        "Start and last bar of n new episodes (TradingEnv.reset's rules)."
-        e = self.proto
-        if e.random_start:
-            hi = self.end - 2 if e.episode_length is None else max(self.first, self.end - 1 - e.episode_length)
-            t = self._rng.integers(self.first, hi + 1, size=n)
-        else: t = np.full(n, self.first, dtype=np.int64)
-        t_end = np.full(n, self.end - 1) if e.episode_length is None else np.minimum(self.end - 1, t + e.episode_length)
-        return t, t_end
-
     def _reset_accounts(self, mask: np.ndarray) -> None:
-        n = int(mask.sum())
-        self._t[mask], self._t_end[mask] = self._starts(n)
+        e = self.proto
+        self._t[mask], self._t_end[mask] = episode_bounds(self.first, self.end, e.random_start, e.episode_length, self._rng,
+                                                          size=int(mask.sum()))
         for a in (self._w, self._wd, self._A, self._B): a[mask] = 0.0
         self.equity[mask] = self._entry[mask] = 1.0
 
@@ -241,7 +235,7 @@ class TradingVecEnv(VecEnv):
         return [getattr(self.proto, method_name)(*args, **kwargs) for _ in self._indices(indices)]
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]: return [False] * len(self._indices(indices))
 
-# %% ../nbs/16_envs.ipynb #ec74d542
+# %% ../nbs/16_envs.ipynb #ad1aa873
 import logging
 from .backtest import portfolio_cost_factor
 
@@ -305,11 +299,7 @@ class PortfolioEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if self.random_start:
-            hi = self.end - 2 if self.episode_length is None else max(self.first, self.end - 1 - self.episode_length)
-            self._t = int(self.np_random.integers(self.first, hi + 1))
-        else: self._t = self.first
-        self._t_end = self.end - 1 if self.episode_length is None else min(self.end - 1, self._t + self.episode_length)
+        self._t, self._t_end = episode_bounds(self.first, self.end, self.random_start, self.episode_length, self.np_random)
         m = len(self.assets)
         self._w, self._wd, self.equity, self._A, self._B = np.zeros(m), np.zeros(m), 1.0, 0.0, 0.0
         return self._obs(), {"bar": self._t, "time": self.index[self._t], "equity": 1.0, "weights": self._w.copy()}

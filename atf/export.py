@@ -101,7 +101,7 @@ def _onnx_run(path: Path, feeds: dict) -> list[np.ndarray]:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
 
-# %% ../nbs/18_export.ipynb #0358ae1e
+# %% ../nbs/18_export.ipynb #507f2061
 def reference_stats(F: pd.DataFrame, bins: int = 10, sample: int = 1000) -> dict:
     "Per-feature mean, std, quantile edges with training shares, and a sorted sample, from finite training rows."
     out = {}
@@ -115,10 +115,10 @@ def reference_stats(F: pd.DataFrame, bins: int = 10, sample: int = 1000) -> dict
                      "fractions": (counts / len(x)).tolist(), "sample": x[take].tolist(), "n": int(len(x))}
     return out
 
-def min_bars_for(df: pd.DataFrame, spec, window: int, bars: np.ndarray, tol: float = 1e-6) -> tuple[int, float]:
-    "Fewest trailing OHLCV bars whose features reproduce the full-history feature window at `bars` to `tol`."
+def min_bars_for(df: pd.DataFrame, F: pd.DataFrame, spec, window: int, bars: np.ndarray, tol: float = 1e-6) -> tuple[int, float]:
+    "Fewest trailing OHLCV bars whose features reproduce the full-history features `F` (window at `bars`) to `tol`."
     from atf.features import make_features
-    full = make_features(df, spec).to_numpy(dtype=float)
+    full = F.to_numpy(dtype=float)
     warm = int(np.flatnonzero(np.isfinite(full).all(axis=1))[0])
     for n in (warm + window, warm + window + 100, warm + window + 250, warm + window + 500, warm + window + 1000):
         diffs = []
@@ -132,7 +132,7 @@ def min_bars_for(df: pd.DataFrame, spec, window: int, bars: np.ndarray, tol: flo
         if worst <= tol: return n, worst
     raise ExportError(f"features from a trailing window never matched the full history to {tol} (worst {worst})")
 
-# %% ../nbs/18_export.ipynb #06f0c8e9
+# %% ../nbs/18_export.ipynb #e9b1364b
 def _versions() -> dict:
     from importlib.metadata import version, PackageNotFoundError
     out = {}
@@ -180,7 +180,7 @@ def _export_supervised(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
 
 def _export_rl(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
     import torch
-    from atf.envs import ACTION_LEVELS, TradingEnv
+    from atf.envs import TradingEnv
     from atf.trainers.rl import _algo_class
     with open(run_dir / f"model_{key}.atf.pkl", "rb") as f: meta = pickle.load(f)
     model = _algo_class(meta["algo"]).load(run_dir / f"model_{key}.zip", device="cpu")
@@ -189,7 +189,7 @@ def _export_rl(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
     start = int(np.flatnonzero(df.index >= pd.Timestamp(fold["validation_start"]))[0])
     env = TradingEnv(df.iloc[:end], segment=(start, end), scaler=meta["scaler"], **kw)
     obs, info = env.reset()
-    W, nf, state_dim = env.window, env._n_feat, 1 + int(env.include_pnl)
+    W, nf = env.window, env._n_feat
     Fa = F.to_numpy(dtype=np.float32)
     raws, states, want, bars = [], [], [], []
     while True:                                                  # the agent's own deterministic pass over the test bars
@@ -206,9 +206,7 @@ def _export_rl(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
     with open(out / "pipeline.pkl", "wb") as f:
         pickle.dump({"format": "atf-rl-pipeline/1", "algo": meta["algo"], "scaler": meta["scaler"], "env_kwargs": kw,
                      "sb3_zip": (run_dir / f"model_{key}.zip").read_bytes()}, f)
-    with open(out / "pipeline.pkl", "rb") as f: blob = pickle.load(f)
-    import io
-    again_model = _algo_class(blob["algo"]).load(io.BytesIO(blob["sb3_zip"]), device="cpu")
+    again_model, _ = _load_rl_pipeline(out / "pipeline.pkl")
     again = [env._target(again_model.predict(o, deterministic=True)[0]) for o in _env_obs(env, again_model)]
     ts = _to_torchscript(module, (x[:2], s[:2]), out / "model.ts")
     with torch.no_grad(): got_ts = ts(x, s)[1].numpy()[:, 0]
@@ -223,6 +221,13 @@ def _export_rl(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
             "outputs": {"action": ["batch", 1], "position": ["batch", 1]}, "parity": parity,
             "held_out_bars": np.asarray(bars)}
 
+def _load_rl_pipeline(path: Path):
+    "The SB3 agent (on the CPU) and the rest of an agent's pipeline.pkl."
+    import io
+    from atf.trainers.rl import _algo_class
+    with open(path, "rb") as f: blob = pickle.load(f)
+    return _algo_class(blob["algo"]).load(io.BytesIO(blob["sb3_zip"]), device="cpu"), blob
+
 def _env_obs(env, model):
     "Observations of a deterministic pass of `model` over `env` (used to re-check a reloaded agent)."
     obs, _ = env.reset()
@@ -234,7 +239,7 @@ def _env_obs(env, model):
 def export_run(run_dir: str | Path, keys: list[str] | None = None) -> list[Path]:
     "Export each key's final model into RUN/models/<key>/ with parity checks and a manifest; returns the directories."
     from atf.experiments import is_rl, load_experiment, prepare
-    from atf.features import FeatureSpec, make_features
+    from atf.features import make_features
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists() or not (run_dir / "folds.csv").exists():
         raise ExportError(f"{run_dir} is not a finished experiment run (config.yaml and folds.csv are missing)")
@@ -256,7 +261,7 @@ def export_run(run_dir: str | Path, keys: list[str] | None = None) -> list[Path]
         part = (_export_rl if is_rl(cfg) else _export_supervised)(run_dir, key, cfg, df, F, fold, out)
         held = part.pop("held_out_bars")
         train = (df.index >= pd.Timestamp(fold["train_start"])) & (df.index <= pd.Timestamp(fold["train_end"]))
-        min_bars, bars_diff = min_bars_for(df, spec, part["window"], held[:: max(1, len(held) // 20)])
+        min_bars, bars_diff = min_bars_for(df, F, spec, part["window"], held[:: max(1, len(held) // 20)])
         manifest = {
             "format": FORMAT, "key": key, "asset": asset, "timeframe": tf, "run_id": run_meta.get("run_id", run_dir.name),
             "model": cfg.model.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **part,
@@ -279,7 +284,7 @@ def export_run(run_dir: str | Path, keys: list[str] | None = None) -> list[Path]
         written.append(out)
     return written
 
-# %% ../nbs/18_export.ipynb #bdc7f4ec
+# %% ../nbs/18_export.ipynb #067b65e2
 class _EagerSession:
     "onnxruntime-like `run(output_names, feeds)` over an eager PyTorch module."
     def __init__(self, module, inputs: list[str], outputs: list[str]):
@@ -294,14 +299,12 @@ class _EagerSession:
 
 def eager_session(model_dir: str | Path, threads: int = 1) -> _EagerSession:
     "The exported pipeline as eager PyTorch, behind the onnxruntime session interface."
-    import io, torch
+    import torch
     torch.set_num_threads(threads)
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     if manifest["kind"] == "supervised":
         from atf.trainers.supervised import SupervisedTrainer
         return _EagerSession(proba_module(SupervisedTrainer.load(model_dir / "pipeline.pkl")), ["features"], ["probabilities"])
-    from atf.trainers.rl import _algo_class
-    with open(model_dir / "pipeline.pkl", "rb") as f: blob = pickle.load(f)
-    model = _algo_class(blob["algo"]).load(io.BytesIO(blob["sb3_zip"]), device="cpu")
+    model, blob = _load_rl_pipeline(model_dir / "pipeline.pkl")
     return _EagerSession(policy_module(model, blob["scaler"], manifest["levels"]), ["features", "state"], ["action", "position"])

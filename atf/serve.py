@@ -26,7 +26,7 @@ __all__ = ['log', 'FiniteFloat', 'ModelLoadError', 'ModelHandle', 'psi', 'ks_sta
            'LatencyWindow', 'ServeConfig', 'Bar', 'PredictRequest', 'request_model', 'Prediction', 'PredictResponse',
            'Guard', 'Service', 'features_from_bars', 'create_app']
 
-# %% ../nbs/19_serve.ipynb #e11dc269
+# %% ../nbs/19_serve.ipynb #82d444dd
 class ModelLoadError(RuntimeError):
     "A model directory that cannot be served (missing file, sha256 mismatch, unreadable graph)."
 
@@ -57,6 +57,11 @@ class ModelHandle:
         self.feature_names = list(m["features"]["names"])
         self.n_features = len(self.feature_names)
         self.state_names = list(m.get("state") or [])
+        if self.kind == "supervised":
+            from atf.trainers.supervised import positions_from_proba
+            self._classes, self._rule = np.asarray(m["classes"]), m["position_rule"]
+            self._positions = lambda proba: positions_from_proba(proba, self._classes, self._rule["long_only"],
+                                                                 self._rule["min_confidence"])
 
     def predict(self, features: np.ndarray, state: np.ndarray | None = None) -> dict[str, np.ndarray]:
         "Per row: signal, position and probabilities (supervised) or action (agent); non-finite outputs raise."
@@ -68,12 +73,8 @@ class ModelHandle:
     def _predict(self, features: np.ndarray, state: np.ndarray | None = None) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(features, dtype=np.float32)
         if self.kind == "supervised":
-            from atf.trainers.supervised import positions_from_proba
             proba = self.session.run(["probabilities"], {"features": x})[0]
-            classes = np.asarray(self.manifest["classes"])
-            rule = self.manifest["position_rule"]
-            pos = positions_from_proba(proba, classes, rule["long_only"], rule["min_confidence"])
-            return {"signal": classes[proba.argmax(1)], "probability": proba, "position": pos}
+            return {"signal": self._classes[proba.argmax(1)], "probability": proba, "position": self._positions(proba)}
         s = np.zeros((len(x), len(self.state_names)), np.float32) if state is None else np.asarray(state, np.float32)
         action, pos = self.session.run(["action", "position"], {"features": x, "state": s})
         return {"signal": np.sign(pos[:, 0]), "action": action.reshape(len(x), -1)[:, 0], "position": pos[:, 0]}
@@ -84,7 +85,7 @@ class ModelHandle:
         for ref in m.get("reference", {}).values(): ref.pop("sample", None)
         return m
 
-# %% ../nbs/19_serve.ipynb #584580ff
+# %% ../nbs/19_serve.ipynb #775c23f1
 def psi(values: np.ndarray, edges: list[float], expected: list[float], eps: float = 1e-4) -> float:
     "Population stability index of `values` against training bin shares `expected` over `edges`."
     counts = np.bincount(np.searchsorted(np.asarray(edges), values, side="right"), minlength=len(expected))
@@ -102,7 +103,9 @@ class DriftMonitor:
     "Rolling feature rows compared with the training reference (PSI and KS per feature)."
     def __init__(self, reference: dict, names: list[str], window: int = 500, min_rows: int = 100,
                  psi_threshold: float = 0.25, ks_threshold: float = 0.2):
-        self.reference, self.names = reference, names
+        self.names = names
+        self.reference = {n: {k: np.asarray(reference[n][k], dtype=float) for k in ("edges", "fractions", "sample")}
+                          for n in names}
         self.rows: deque = deque(maxlen=window)
         self.min_rows, self.psi_threshold, self.ks_threshold = min_rows, psi_threshold, ks_threshold
         self._lock = threading.Lock()
@@ -182,10 +185,11 @@ class ServeConfig:
         kw.setdefault("fault", os.environ.get("ATF_SERVE_FAULT") or None)
         return cls(**kw)
 
-# %% ../nbs/19_serve.ipynb #b1f1f72c
+# %% ../nbs/19_serve.ipynb #8a2f3537
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -240,7 +244,7 @@ class PredictResponse(BaseModel):
 def _unprocessable(loc: list, msg: str):
     return HTTPException(status_code=422, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
 
-# %% ../nbs/19_serve.ipynb #b09dd0e4
+# %% ../nbs/19_serve.ipynb #ff89904a
 class _TooLarge(Exception): pass
 
 class Guard:
@@ -375,10 +379,8 @@ class Service:
                     self.breaker.failure(f"latency {took * 1e3:.1f} ms above budget {self.cfg.latency_budget_ms} ms")
                     self.m_errors.labels("latency_budget").inc()
                 else: self.breaker.success()
-                self.m_breaker.set(0 if self.breaker.state == "closed" else 1)
                 return "primary", out, self.primary.manifest["key"], None
             self.breaker.failure(reason)
-        self.m_breaker.set(0 if self.breaker.state == "closed" else 1)
         who, out, key = self._fallback_answer(x, state, bars_frame, reason)
         return who, out, key, reason
 
@@ -394,7 +396,7 @@ class Service:
         self.m_breaker.set(0 if self.breaker.state == "closed" else 1)
         return generate_latest(self.registry)
 
-# %% ../nbs/19_serve.ipynb #e04ad7ca
+# %% ../nbs/19_serve.ipynb #b292ca05
 def features_from_bars(bars, manifest: dict) -> np.ndarray:
     "The newest raw feature window (1, window, n_features) from an OHLCV frame, with the manifest's spec."
     from atf.features import FeatureSpec, make_features
@@ -425,9 +427,9 @@ def _bars_frame(bars: list[Bar], min_bars: int):
     if idx.tz is not None: idx = idx.tz_convert("UTC").tz_localize(None)
     rows = [b.model_dump() for b in bars]
     df = pd.DataFrame({k: [r[k] for r in rows] for k in ("open", "high", "low", "close", "volume")}, index=idx)
-    if df["volume"].isna().any(): df = df.drop(columns="volume") if df["volume"].isna().all() else df
-    if "volume" in df and df["volume"].isna().any():
-        raise _unprocessable(["body", "bars", "volume"], "volume is given for some bars and missing for others")
+    missing = df["volume"].isna()
+    if missing.all(): df = df.drop(columns="volume")
+    elif missing.any(): raise _unprocessable(["body", "bars", "volume"], "volume is given for some bars and missing for others")
     try: validate_ohlcv(df, "bars")
     except DataValidationError as e: raise _unprocessable(["body", "bars"], str(e)) from None
     return df
@@ -485,7 +487,6 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         return None
 
     def parse_body(raw: bytes):
-        import orjson
         try: return orjson.loads(raw)
         except orjson.JSONDecodeError:
             try: return json.loads(raw)                   # NaN/Infinity tokens: parsed so that the 422 can name them
@@ -493,7 +494,6 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
 
     async def predict(request: Request):
         "Signal, probabilities or action, and target position per row; see the chapter for the failover rules."
-        import orjson
         t0 = time.perf_counter()
         data = parse_body(await request.body())
         ref = svc.reference_model
@@ -586,16 +586,9 @@ def create_app(cfg: ServeConfig | None = None) -> FastAPI:
         app.openapi_schema = schema
         return schema
     app.openapi = openapi
-    paths = {r.path for r in app.routes}
-    return _guarded(app, cfg, svc, paths)
-
-def _guarded(app: FastAPI, cfg: ServeConfig, svc: "Service", paths: set[str]) -> FastAPI:
-    "Install Guard as the outermost middleware (before FastAPI builds its stack)."
-    app.add_middleware(Guard, max_bytes=cfg.max_body_bytes, service=svc, paths=paths)
+    app.add_middleware(Guard, max_bytes=cfg.max_body_bytes, service=svc, paths={r.path for r in app.routes})   # outermost
     return app
 
-def _json(content: dict):
+def _json(content: dict) -> Response:
     "A JSON response serialised with orjson (the /predict hot path skips response-model validation)."
-    import orjson
-    from fastapi.responses import Response
     return Response(orjson.dumps(content), media_type="application/json")

@@ -48,9 +48,9 @@ if [ -z "$BASE" ]; then
     if ! podman image exists "$BASE"; then
       log "Docker Hub unreachable: building $BASE with debootstrap (Debian bookworm, Python 3.11)"
       rootfs=$(mktemp -d)
+      mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)   # apt's own mirror
       debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$rootfs" \
-          "$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)" >/dev/null \
-        || debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates bookworm "$rootfs" >/dev/null
+        ${mirror:+"$mirror"} >/dev/null
       rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
       tar -C "$rootfs" -c . | podman import -q - "$BASE" >/dev/null
       rm -rf "$rootfs"
