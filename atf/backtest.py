@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['asset_returns', 'cost_rates', 'simulate', 'BacktestResult', 'backtest', 'portfolio_cost_factor', 'PortfolioResult',
-           'backtest_portfolio', 'trade_table']
+__all__ = ['REBALANCE', 'BAR_FIELDS', 'asset_returns', 'cost_rates', 'cost_factor', 'check_rebalance', 'held_weights', 'simulate',
+           'BacktestResult', 'backtest', 'portfolio_cost_factor', 'PortfolioResult', 'backtest_portfolio',
+           'trade_table']
 
 # %% ../nbs/05_backtest.ipynb #8ca4bde8
 def _as_2d(x, name: str) -> tuple[np.ndarray, bool]:
@@ -36,14 +37,45 @@ def asset_returns(prices: np.ndarray) -> np.ndarray:
     r[1:] = prices[1:] / prices[:-1] - 1.0
     return r
 
-# %% ../nbs/05_backtest.ipynb #de862f2c
+# %% ../nbs/05_backtest.ipynb #7757d59f
+REBALANCE = ("on_change", "every_bar")
+
 def cost_rates(fee: float, slippage: float) -> tuple[float, float]:
     "Equity lost per unit of notional bought (k_buy) and sold (k_sell), marked at the close."
     return (1 + slippage) * (1 + fee) - 1, 1 - (1 - slippage) * (1 - fee)
 
-def simulate(r: np.ndarray, w: np.ndarray, fee: float = 0.0, slippage: float = 0.0,
+def cost_factor(wd, w, k_buy: float, k_sell: float):
+    "Equity kept when trading one asset from drifted weight `wd` to weight `w`: (1 + k wd) / (1 + k w)."
+    k = np.where(np.greater(w, wd), k_buy, -k_sell)       # buying pays k_buy, selling k_sell; w == wd gives 1
+    return (1.0 + k * wd) / (1.0 + k * w)
+
+def check_rebalance(rebalance: str) -> str:
+    if rebalance not in REBALANCE: raise ValueError(f"rebalance={rebalance!r}: use one of {list(REBALANCE)}")
+    return rebalance
+
+# %% ../nbs/05_backtest.ipynb #026dc6e0
+def held_weights(r: np.ndarray,                 # asset returns, (n, 1) or (n, m)
+                 w: np.ndarray,                 # target weights, (n, m)
+                 rebalance: str = "on_change",  # or "every_bar": the targets are held as they are
+                 portfolio: bool = False,       # columns are one account's assets (a change in any trades them all)
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    "Weights held after each bar's trade and where a trade happens (None: every bar), for targets `w` (2-D)."
+    if check_rebalance(rebalance) == "every_bar": return w, None
+    n = len(w)
+    prev = np.vstack([np.zeros((1, w.shape[1])), w[:-1]])
+    change = w != prev                                # the account starts flat: a first non-zero target is a change
+    if portfolio: change = np.broadcast_to(change.any(axis=1, keepdims=True), w.shape)
+    if change.all(): return w, None
+    start = np.maximum.accumulate(np.where(change, np.arange(n)[:, None], 0), axis=0)
+    growth = np.cumprod(1.0 + r, axis=0)              # price relative to the first bar, per column of r
+    x = growth / np.take_along_axis(np.broadcast_to(growth, w.shape), start, axis=0)
+    held = w * x                                      # shares bought at `start`, cash kept: weight after drift x
+    return held / (1.0 - (w - held).sum(axis=1, keepdims=True) if portfolio else 1.0 - w + held), change
+
+# %% ../nbs/05_backtest.ipynb #8da9ecc8
+def simulate(r: np.ndarray, w: np.ndarray, fee: float = 0.0, slippage: float = 0.0, trade: np.ndarray | None = None,
              block: int = 1_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Gross growth g, cost factor c and drifted weight w_d per bar, for asset returns `r` and targets `w` (2-D)."
+    "Gross growth g, cost factor c and drifted weight w_d per bar, for returns `r` and held weights `w` (2-D)."
     n, m = w.shape
     kb, ks = cost_rates(fee, slippage)
     g, c, wd = np.empty((n, m)), np.empty((n, m)), np.empty((n, m))
@@ -59,24 +91,24 @@ def simulate(r: np.ndarray, w: np.ndarray, fee: float = 0.0, slippage: float = 0
                              f"lost {-wp[t, k] * rr[t, k if rr.shape[1] > 1 else 0]:.2%} of equity")
         d = np.multiply(wp, rr + 1.0, out=wd[i0:i1]); d /= gg
         if kb == 0 and ks == 0: c[i0:i1] = 1.0; continue
-        k = np.where(tgt > d, kb, -ks)             # buying pays k_buy, selling k_sell
-        num = k * d; num += 1.0
-        den = np.multiply(k, tgt, out=k); den += 1.0
-        np.divide(num, den, out=c[i0:i1])
+        c[i0:i1] = cost_factor(d, tgt, kb, ks)
+    if trade is not None: c[~trade] = 1.0         # a held position trades nothing (w == w_d up to rounding)
     return g, c, wd
 
-# %% ../nbs/05_backtest.ipynb #93f361e3
+# %% ../nbs/05_backtest.ipynb #3a8448ed
 @dataclass
 class BacktestResult:
     "Net returns, equity, costs and turnover of a backtest; columns are strategies or assets."
     returns: pd.DataFrame          # net return of each bar
     equity: pd.DataFrame           # equity after each bar's trade
     positions: pd.DataFrame        # target positions (decided at the bar's close)
+    weights: pd.DataFrame          # weights held after the bar's trade (targets, drifted between trades with on_change)
     costs: pd.DataFrame            # commission + slippage paid at each bar, as a fraction of the previous equity
     turnover: pd.DataFrame         # notional traded at each bar / equity before the trade
     asset_returns: np.ndarray      # close-to-close returns, (n, 1) or (n, n_columns)
     fee: float
     slippage: float
+    rebalance: str = "on_change"
     initial_capital: float = 1.0
     squeeze: bool = False          # inputs were 1-D: accessors return Series
 
@@ -97,9 +129,9 @@ class BacktestResult:
 
     def _trades_of(self, j: int) -> pd.DataFrame:
         r = self.asset_returns[:, [j if self.asset_returns.shape[1] > 1 else 0]]
-        w = self.positions.iloc[:, [j]].to_numpy()
-        g, c, wd = simulate(r, w, self.fee, self.slippage)
-        return trade_table(w[:, 0], wd[:, 0], g[:, 0], c[:, 0], *cost_rates(self.fee, self.slippage),
+        h, trade = held_weights(r, self.positions.iloc[:, [j]].to_numpy(), self.rebalance)
+        g, c, wd = simulate(r, h, self.fee, self.slippage, trade)
+        return trade_table(h[:, 0], wd[:, 0], g[:, 0], c[:, 0], *cost_rates(self.fee, self.slippage),
                            self.positions.index, self.positions.columns[j])
 
     def summary(self, **kw) -> pd.DataFrame | pd.Series:
@@ -110,7 +142,7 @@ class BacktestResult:
                             for c in self.returns.columns})
         return out.iloc[:, 0] if self.squeeze else out
 
-# %% ../nbs/05_backtest.ipynb #dd4880ab
+# %% ../nbs/05_backtest.ipynb #781b4c91
 def _labels(prices, positions) -> tuple[pd.Index | None, list | None]:
     "Row index and column names taken from whichever input carries them."
     index = next((x.index for x in (positions, prices) if isinstance(x, (pd.Series, pd.DataFrame))), None)
@@ -120,11 +152,29 @@ def _labels(prices, positions) -> tuple[pd.Index | None, list | None]:
     else: cols = None
     return index, cols
 
-def backtest(prices, positions, fee_bps: float = 0.0, slippage_bps: float = 0.0,
-             initial_capital: float = 1.0) -> BacktestResult:
+BAR_FIELDS = {"open", "high", "low", "close", "volume", "adj_close", "vwap", "trades"}
+
+def _close_of_bars(prices):
+    "An OHLCV frame means its close for every strategy; a frame mixing bar fields and other columns is refused."
+    if not isinstance(prices, pd.DataFrame): return prices
+    fields = {str(c).lower() for c in prices.columns} & BAR_FIELDS
+    if not fields: return prices                              # columns are assets
+    if "close" not in prices.columns or fields != {str(c).lower() for c in prices.columns}:
+        raise ValueError(f"prices has bar-field columns {sorted(fields)} mixed with others or no 'close' "
+                         f"(columns: {list(prices.columns)}): pass prices['close'], or one column per asset")
+    return prices["close"]
+
+# %% ../nbs/05_backtest.ipynb #44f89539
+def backtest(prices,                       # closes: Series, array, an OHLCV frame (its close) or one column per asset
+             positions,                    # target positions decided at each bar's close: Series, array or DataFrame
+             fee_bps: float = 0.0,         # commission, basis points of the notional traded
+             slippage_bps: float = 0.0,    # fill price worse than the close by this many basis points
+             initial_capital: float = 1.0, # equity before the first bar
+             rebalance: str = "on_change", # "on_change": trade when the target changes; "every_bar": keep the weight
+            ) -> BacktestResult:
     "Vectorized backtest of target positions (decided at bar t, earning bar t+1) with costs in basis points."
-    if isinstance(prices, pd.DataFrame) and "close" in prices.columns and not isinstance(positions, pd.DataFrame):
-        prices = prices["close"]
+    prices = _close_of_bars(prices)
+    check_rebalance(rebalance)
     index, cols = _labels(prices, positions)
     if all(isinstance(x, (pd.Series, pd.DataFrame)) for x in (prices, positions)) and not prices.index.equals(positions.index):
         raise ValueError("prices and positions have different indexes: align them first (no silent reindexing)")
@@ -138,8 +188,10 @@ def backtest(prices, positions, fee_bps: float = 0.0, slippage_bps: float = 0.0,
     _check_finite(w, "positions", index)
     fee, slip = fee_bps / 1e4, slippage_bps / 1e4
     r = asset_returns(p)
-    g, c, wd = simulate(r, w, fee, slip)
-    traded = np.abs(w * c - wd)
+    h, trade = held_weights(r, w, rebalance)
+    g, c, wd = simulate(r, h, fee, slip, trade)
+    traded = np.abs(h * c - wd)
+    if trade is not None: traded[~trade] = 0.0
     growth = np.multiply(g, c, out=wd)           # reuse memory: wd is no longer needed
     costs = np.multiply(g, 1.0 - c, out=c)
     n, m = w.shape
@@ -148,11 +200,11 @@ def backtest(prices, positions, fee_bps: float = 0.0, slippage_bps: float = 0.0,
     frame = lambda a: pd.DataFrame(a, index=index, columns=cols, copy=False)
     equity = initial_capital * np.cumprod(growth, axis=0)
     growth -= 1.0
-    return BacktestResult(returns=frame(growth), equity=frame(equity), positions=frame(w), costs=frame(costs),
-                          turnover=frame(traded), asset_returns=r, fee=fee, slippage=slip,
-                          initial_capital=initial_capital, squeeze=w1d and p1d)
+    return BacktestResult(returns=frame(growth), equity=frame(equity), positions=frame(w), weights=frame(h),
+                          costs=frame(costs), turnover=frame(traded), asset_returns=r, fee=fee, slippage=slip,
+                          rebalance=rebalance, initial_capital=initial_capital, squeeze=w1d and p1d)
 
-# %% ../nbs/05_backtest.ipynb #c891d4f0
+# %% ../nbs/05_backtest.ipynb #443bafb6
 def portfolio_cost_factor(w: np.ndarray, wd: np.ndarray, k_buy: float, k_sell: float, max_iter: int = 20) -> np.ndarray:
     "Equity kept when trading from drifted weights `wd` to targets `w` (last axis = assets), one factor per row."
     w, wd = np.asarray(w, dtype=float), np.asarray(wd, dtype=float)
@@ -171,7 +223,8 @@ class PortfolioResult:
     "Net returns, equity, costs and turnover of one account over several assets."
     returns: pd.Series
     equity: pd.Series
-    weights: pd.DataFrame
+    weights: pd.DataFrame          # target weights
+    held: pd.DataFrame             # weights held after each bar's trade (drifted between changes with on_change)
     costs: pd.Series
     turnover: pd.Series
 
@@ -182,8 +235,13 @@ class PortfolioResult:
         from atf.metrics import summary
         return summary(self.returns, self.weights.abs().sum(axis=1), **kw)
 
-def backtest_portfolio(prices: pd.DataFrame, weights: pd.DataFrame, fee_bps: float = 0.0, slippage_bps: float = 0.0,
-                       initial_capital: float = 1.0) -> PortfolioResult:
+def backtest_portfolio(prices: pd.DataFrame,          # closes, one column per asset
+                       weights: pd.DataFrame,         # target weights decided at each close, same columns and index
+                       fee_bps: float = 0.0,          # commission, basis points of the notional traded
+                       slippage_bps: float = 0.0,     # fill worse than the close by this many basis points
+                       initial_capital: float = 1.0,  # equity before the first bar
+                       rebalance: str = "on_change",  # trade when the weight vector changes, or "every_bar"
+                      ) -> PortfolioResult:
     "One self-financing account holding target weights (decided at t, earning t+1) in several assets."
     if not isinstance(prices, pd.DataFrame) or not isinstance(weights, pd.DataFrame):
         raise TypeError("prices and weights must be DataFrames with one column per asset")
@@ -196,18 +254,24 @@ def backtest_portfolio(prices: pd.DataFrame, weights: pd.DataFrame, fee_bps: flo
     _check_finite(w, "weights", weights.index)
     kb, ks = cost_rates(fee_bps / 1e4, slippage_bps / 1e4)
     r = asset_returns(p)
+    w, trade = held_weights(r, w, rebalance, portfolio=True)
     wp = np.vstack([np.zeros((1, w.shape[1])), w[:-1]])
     g = 1.0 + (wp * r).sum(axis=1)
     if (g <= 0).any():
         t = int(np.flatnonzero(g <= 0)[0])
         raise ValueError(f"equity wiped out at {prices.index[t]}: weights {wp[t].round(3).tolist()}")
     wd = wp * (1.0 + r) / g[:, None]
-    c = portfolio_cost_factor(w, wd, kb, ks)
+    rows = slice(None) if trade is None else trade[:, 0]     # a held account trades nothing: c = 1
+    c = np.ones(len(w))
+    c[rows] = portfolio_cost_factor(w[rows], wd[rows], kb, ks)
+    traded = np.zeros(len(w))
+    traded[rows] = np.abs(w[rows] * c[rows, None] - wd[rows]).sum(axis=1)
     growth = g * c
     equity = initial_capital * np.cumprod(growth)
     s = lambda a, name: pd.Series(a, index=prices.index, name=name)
     return PortfolioResult(returns=s(growth - 1.0, "portfolio"), equity=s(equity, "equity"), weights=weights,
-                           costs=s(g * (1.0 - c), "costs"), turnover=s(np.abs(w * c[:, None] - wd).sum(axis=1), "turnover"))
+                           held=pd.DataFrame(w, prices.index, prices.columns), costs=s(g * (1.0 - c), "costs"),
+                           turnover=s(traded, "turnover"))
 
 # %% ../nbs/05_backtest.ipynb #5fdb424c
 def trade_table(w, wd, g, c, k_buy: float, k_sell: float, index, column) -> pd.DataFrame:

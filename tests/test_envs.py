@@ -28,12 +28,15 @@ def run_episode(env, actions):
 
 @settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(["discrete3", "discrete2", "continuous"]), fee=st.floats(0, 30), slip=st.floats(0, 30),
-       seed=st.integers(0, 10_000))
-def test_episode_equity_equals_backtest(ibm, kind, fee, slip, seed):
-    env = TradingEnv(ibm, window=5, action=kind, fee_bps=fee, slippage_bps=slip)
+       seed=st.integers(0, 10_000), rebalance=st.sampled_from(["on_change", "every_bar"]), hold=st.integers(1, 4))
+def test_episode_equity_equals_backtest(ibm, kind, fee, slip, seed, rebalance, hold):
+    "In both rebalancing modes; actions repeat `hold` times so that continuous targets are held too."
+    env = TradingEnv(ibm, window=5, action=kind, fee_bps=fee, slippage_bps=slip, rebalance=rebalance)
     env.action_space.seed(seed)
-    start, targets, rewards, info = run_episode(env, [env.action_space.sample() for _ in range(len(ibm))])
-    bt = backtest(ibm["close"].iloc[start:], pd.Series(targets + [0.0], index=ibm.index[start:]), fee, slip)
+    actions = [a for a in (env.action_space.sample() for _ in range(len(ibm) // hold + 1)) for _ in range(hold)]
+    start, targets, rewards, info = run_episode(env, actions)
+    bt = backtest(ibm["close"].iloc[start:], pd.Series(targets + [0.0], index=ibm.index[start:]), fee, slip,
+                  rebalance=rebalance)
     assert abs(bt.final_equity - info["equity"]) < 1e-9
     assert np.isclose(np.exp(np.sum(rewards)), info["equity"], rtol=1e-12)
 
@@ -99,12 +102,13 @@ def test_nan_features_inside_the_episode_are_refused(ibm):
 @settings(max_examples=20, deadline=None)
 @given(kind=st.sampled_from(["discrete3", "discrete2", "continuous"]),
        reward=st.sampled_from(["log_return", "differential_sharpe"]), fee=st.floats(0, 30), slip=st.floats(0, 30),
-       length=st.sampled_from([None, 37]), seed=st.integers(0, 10_000))
-def test_vec_env_steps_exactly_like_n_single_envs(ibm, kind, reward, fee, slip, length, seed):
+       length=st.sampled_from([None, 37]), seed=st.integers(0, 10_000),
+       rebalance=st.sampled_from(["on_change", "every_bar"]))
+def test_vec_env_steps_exactly_like_n_single_envs(ibm, kind, reward, fee, slip, length, seed, rebalance):
     "TradingVecEnv in lockstep with N TradingEnvs auto-reset the way SB3's DummyVecEnv does: same obs, rewards, dones."
     from atf.envs import TradingVecEnv
     kw = dict(df=ibm, window=6, action=kind, reward=reward, fee_bps=fee, slippage_bps=slip, include_pnl=True,
-              episode_length=length)
+              episode_length=length, rebalance=rebalance)
     n = 3
     venv = TradingVecEnv(n, **kw)
     singles = [TradingEnv(**kw) for _ in range(n)]
@@ -145,24 +149,27 @@ def test_vec_env_random_starts_and_sb3_training(ibm):
 
 
 @settings(max_examples=15, deadline=None)
-@given(fee=st.floats(0, 30), slip=st.floats(0, 30), long_only=st.booleans(), seed=st.integers(0, 10_000))
-def test_portfolio_env_equity_equals_backtest_portfolio(fee, slip, long_only, seed):
+@given(fee=st.floats(0, 30), slip=st.floats(0, 30), long_only=st.booleans(), seed=st.integers(0, 10_000),
+       rebalance=st.sampled_from(["on_change", "every_bar"]), hold=st.integers(1, 4))
+def test_portfolio_env_equity_equals_backtest_portfolio(fee, slip, long_only, seed, rebalance, hold):
     from atf.backtest import backtest_portfolio
     from atf.envs import PortfolioEnv
     frames = {a: load_dataset("us_stocks", a).iloc[:300] for a in ("AAPL", "IBM", "MSFT")}
-    env = PortfolioEnv(frames, window=4, fee_bps=fee, slippage_bps=slip, long_only=long_only)
+    env = PortfolioEnv(frames, window=4, fee_bps=fee, slippage_bps=slip, long_only=long_only, rebalance=rebalance)
     env.action_space.seed(seed)
     obs, info = env.reset()
-    start, decided = info["bar"], []
+    start, decided, k = info["bar"], [], 0
     while True:
-        obs, r, term, trunc, info = env.step(env.action_space.sample())
+        if k % hold == 0: action = env.action_space.sample()          # each action repeats `hold` times
+        k += 1
+        obs, r, term, trunc, info = env.step(action)
         decided.append(info["weights"])
         if trunc: break
     bars = env.index[start:]
     prices = pd.DataFrame({a: f["close"] for a, f in frames.items()}).loc[bars]
     W = pd.DataFrame(decided + [np.zeros(3)], index=bars, columns=list(frames))
     assert (W.abs().sum(axis=1) <= 1 + 1e-12).all() and (not long_only or (W >= 0).all().all())
-    assert abs(backtest_portfolio(prices, W, fee, slip).final_equity - info["equity"]) < 1e-9
+    assert abs(backtest_portfolio(prices, W, fee, slip, rebalance=rebalance).final_equity - info["equity"]) < 1e-9
 
 
 def test_portfolio_env_checkers_and_bad_input():
