@@ -1,7 +1,7 @@
 """Property tests: nothing at or before bar t depends on data after t."""
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from atf.backtest import backtest
@@ -19,15 +19,18 @@ def prices_from(r: np.ndarray) -> np.ndarray:
 
 
 @settings(max_examples=150, deadline=None)
-@given(r=returns_st, shock=returns_st, w=positions_st, w_alt=positions_st, t=st.integers(0, N - 2), costs=costs_st)
-def test_backtest_ignores_everything_after_t(r, shock, w, w_alt, t, costs):
-    "Changing prices AND positions after bar t changes no return, equity, cost or turnover up to t."
+@given(r=returns_st, shock=returns_st, w=positions_st, w_alt=positions_st, t=st.integers(0, N - 2), costs=costs_st,
+       rebalance=st.sampled_from(["on_change", "every_bar"]))
+def test_backtest_ignores_everything_after_t(r, shock, w, w_alt, t, costs, rebalance):
+    "Changing prices AND positions after bar t changes no return, equity, cost, turnover or held weight up to t."
     fee, slip = costs
     p1 = prices_from(r)
     p2 = prices_from(np.r_[r[: t + 1], shock[t + 1:]])
     w2 = np.r_[w[: t + 1], w_alt[t + 1:]]
-    a, b = backtest(p1, w, fee, slip), backtest(p2, w2, fee, slip)
-    for field in ("returns", "equity", "costs", "turnover", "positions"):
+    try: a, b = backtest(p1, w, fee, slip, rebalance=rebalance), backtest(p2, w2, fee, slip, rebalance=rebalance)
+    except ValueError as e:                          # a leveraged position held through a run of losses: ruin
+        assert "wiped out" in str(e); assume(False)
+    for field in ("returns", "equity", "costs", "turnover", "positions", "weights"):
         np.testing.assert_array_equal(getattr(a, field).iloc[: t + 1].to_numpy(), getattr(b, field).iloc[: t + 1].to_numpy())
 
 
@@ -44,12 +47,14 @@ def test_rule_and_backtest_pipeline_is_causal(r, shock, t, fast, extra):
 
 
 @settings(max_examples=100, deadline=None)
-@given(r=returns_st, w=positions_st, t=st.integers(1, N - 1))
-def test_position_at_t_earns_bar_t_plus_1(r, w, t):
+@given(r=returns_st, w=positions_st, t=st.integers(1, N - 1), rebalance=st.sampled_from(["on_change", "every_bar"]))
+def test_position_at_t_earns_bar_t_plus_1(r, w, t, rebalance):
     "The return of bar t is driven by the position decided at t-1, never by the one decided at t."
     p = prices_from(r)
     w_changed = w.copy(); w_changed[t] += 0.5
-    a, b = backtest(p, w), backtest(p, w_changed)      # no costs: only the earning rule matters
+    try: a, b = backtest(p, w, rebalance=rebalance), backtest(p, w_changed, rebalance=rebalance)  # no costs
+    except ValueError as e:                          # a leveraged position held through a run of losses: ruin
+        assert "wiped out" in str(e); assume(False)
     np.testing.assert_array_equal(a.returns.to_numpy()[: t + 1], b.returns.to_numpy()[: t + 1])
     if t + 1 < N and abs(p[t + 1] / p[t] - 1) > 1e-12:
         assert a.returns.to_numpy()[t + 1, 0] != b.returns.to_numpy()[t + 1, 0]

@@ -117,3 +117,26 @@ def test_oos_series_covers_test_bars_once_and_benchmarks_same_bars():
     expected = np.prod(1 + t["test_return"]) - 1
     assert np.isclose((1 + study.oos_returns).prod() - 1, expected)
     assert folds_table(study.splitter.split(close), close.index)["test_start"].is_monotonic_increasing
+
+
+def test_stitched_out_of_sample_is_one_continuous_account():
+    "GOOG weekly, 26-bar test folds: buy-and-hold is the price ratio less one entry; the strategy is one backtest."
+    from atf.backtest import backtest
+    from atf.data import load_dataset, resample_ohlcv
+    from atf.strategies import sma_grid_positions, sma_pairs
+    close = resample_ohlcv(load_dataset("us_stocks", "GOOG"), "1W")["close"]
+    pairs = sma_pairs([5, 10], [20, 40])
+    study = walk_forward_rule(close, sma_grid_positions(close, pairs), pairs,
+                              WalkForward(train=104, validation=26, test=26), fee_bps=10, slippage_bps=5)
+    span = study.benchmark_returns.index
+    kb = (1 + 5e-4) * (1 + 1e-3) - 1
+    assert len(study.folds) > 5
+    assert abs(np.prod(1 + study.benchmark_returns) - close[span[-1]] / close[span[0]] / (1 + kb)) < 1e-12
+    one = backtest(close.loc[span], study.oos_positions, fee_bps=10, slippage_bps=5)
+    assert abs(np.prod(1 + study.oos_returns) - one.final_equity) < 1e-12
+    # the folds' own returns multiply to the total, and fold k's last position earns fold k+1's first bar
+    assert np.isclose(np.prod(1 + study.folds["test_return"]), one.final_equity, rtol=1e-12)
+    first = study.folds["test_start"].iloc[1]
+    prev = span[span.get_loc(first) - 1]
+    if study.oos_positions[prev] != 0:
+        assert study.oos_returns[first] != 0
