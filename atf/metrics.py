@@ -11,55 +11,132 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['Returns', 'PERCENTILES', 'infer_periods_per_year', 'clean_returns', 'resolve_periods', 'per_period_rate', 'sharpe',
-           'sortino', 'annual_volatility', 'equity_curve', 'drawdown', 'max_drawdown', 'max_drawdown_duration',
-           'total_return', 'cagr', 'calmar', 'hit_rate', 'turnover', 'exposure', 'classification_metrics',
-           'pnl_distribution', 'summary']
+__all__ = ['Returns', 'DAYS_PER_YEAR', 'CONVENTIONS', 'RUIN_TOL', 'ZERO_VOL', 'PERCENTILES', 'bar_density',
+           'periods_per_year_from_rule', 'infer_periods_per_year', 'clean_returns', 'resolve_periods',
+           'per_period_rate', 'ruin_bar', 'sharpe', 'sortino', 'annual_volatility', 'equity_curve', 'drawdown',
+           'max_drawdown', 'max_drawdown_duration', 'total_return', 'cagr', 'calmar', 'hit_rate', 'turnover',
+           'exposure', 'classification_metrics', 'pnl_distribution', 'summary']
 
 # %% ../nbs/03_metrics.ipynb #b4cdcac2
 Returns = pd.Series | np.ndarray | Sequence[float]
 
-def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
-    "Bars per year from bar spacing and calendar: 252/365 daily, 52 weekly, 12 monthly, observed density intraday."
+DAYS_PER_YEAR = 365.25                   # a calendar year, leap days included, for the observed density
+CONVENTIONS = (1, 2, 4, 12, 24, 26, 52)  # bars a year that coarser-than-daily bars snap to (within 5%)
+
+def _ticks(index: pd.DatetimeIndex) -> tuple[np.ndarray, float]:
+    "Timestamps as integers (wall clock for tz-aware indexes) and the number of ticks in a day, whatever the unit."
+    t = (index.tz_localize(None) if index.tz is not None else index).values
+    return t.view("i8"), np.timedelta64(1, "D") / np.timedelta64(1, np.datetime_data(t.dtype)[0])
+
+def bar_density(index: pd.DatetimeIndex) -> float:
+    "Observed bars per calendar year: D = (n - 1) / (span in days / 365.25)."
+    i8, day = _ticks(index)
+    span = (i8[-1] - i8[0]) / day if len(i8) > 1 else 0.0
+    if not span > 0: raise ValueError("the index spans no time: bars per year cannot be counted; pass periods_per_year")
+    return (len(i8) - 1) / (span / DAYS_PER_YEAR)
+
+def _daily_calendar(index: pd.DatetimeIndex) -> float:
+    "252 for an exchange (no weekend bars), 365 for a market that trades every day (> 5% of bars on weekends)."
+    i8, day = _ticks(index)
+    dow = (i8 // int(day) + 3) % 7                       # 1970-01-01 was a Thursday (Monday = 0)
+    return 365.0 if np.count_nonzero(dow >= 5) > 0.05 * len(dow) else 252.0
+
+# %% ../nbs/03_metrics.ipynb #a2rule01
+_LEGACY = {"Q": "QE", "M": "ME", "Y": "YE", "A": "YE", "H": "h", "T": "min", "S": "s", "L": "ms", "BM": "BME",
+           "BQ": "BQE", "BY": "BYE", "BA": "BYE", "SM": "SME", "AS": "YS", "BAS": "BYS"}
+_BASE = ((pd.offsets.YearEnd, 1), (pd.offsets.YearBegin, 1), (pd.offsets.BYearEnd, 1), (pd.offsets.BYearBegin, 1),
+         (pd.offsets.QuarterEnd, 4), (pd.offsets.QuarterBegin, 4), (pd.offsets.BQuarterEnd, 4), (pd.offsets.BQuarterBegin, 4),
+         (pd.offsets.SemiMonthEnd, 24), (pd.offsets.SemiMonthBegin, 24), (pd.offsets.MonthEnd, 12), (pd.offsets.MonthBegin, 12),
+         (pd.offsets.BusinessMonthEnd, 12), (pd.offsets.BusinessMonthBegin, 12), (pd.offsets.Week, 52),
+         (pd.offsets.BusinessDay, 252), (pd.offsets.CustomBusinessDay, 252))
+
+def _offset(rule: str) -> pd.DateOffset:
+    "A pandas offset from an alias, old spellings ('Q', 'M', 'H', 'T') included."
+    import re
+    m = re.fullmatch(r"\s*(\d*)\s*([A-Za-z]+)(-\w+)?\s*", str(rule))
+    if m: rule = f"{m[1]}{_LEGACY.get(m[2], m[2])}{m[3] or ''}"
+    return pd.tseries.frequencies.to_offset(rule)
+
+def _calendar_base(rule: str) -> int | None:
+    "Bars a year of one unit of a calendar rule (year, quarter, month, week, business day); None for fixed lengths."
+    off = _offset(rule)
+    return next((b for cls, b in _BASE if isinstance(off, cls)), None)
+
+def periods_per_year_from_rule(rule: str, # pandas offset alias of the bars: "2W", "QE" (or "Q"), "ME", "B", "2D", "1h"
+                               always_open: bool = False, # the market trades around the clock (crypto): needed for day and intraday rules
+                              ) -> float:
+    "Exact bars per year of a resample rule: base/m for m x (year 1, quarter 4, month 12, week 52, business day 252); 365 days/bin length when always open."
+    off, base = _offset(rule), _calendar_base(rule)
+    if base is not None: return base / off.n
+    nanos = getattr(off, "nanos", None)
+    if nanos is None: raise ValueError(f"no bars-per-year rule for offset {off!r}: pass periods_per_year")
+    if not always_open:
+        raise ValueError(f"{rule!r} bins are clock time: where the market closes (nights, weekends, holidays) some bins are "
+                         "empty and the bars a year depend on its sessions. Count them with infer_periods_per_year(index), "
+                         "or pass always_open=True for a market that never closes")
+    return 365 * 86_400e9 / nanos                            # nanos: the whole bin, m included
+
+# %% ../nbs/03_metrics.ipynb #a2infer1
+def infer_periods_per_year(index: pd.DatetimeIndex, # bar timestamps, oldest first
+                           rule: str | None = None, # the resample rule the bars came from, if any
+                          ) -> float:
+    "Bars per year: the calendar's 252/365 for daily bars, else the observed density D (a calendar rule's exact count when given)."
+    if rule is not None and _calendar_base(rule) is not None: return periods_per_year_from_rule(rule)
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 3:
         raise ValueError("periods_per_year cannot be inferred: need a DatetimeIndex with >= 3 bars; pass periods_per_year")
-    step = pd.Series(index).diff().median()
-    if step >= pd.Timedelta(days=25): return 12.0
-    if step >= pd.Timedelta(days=5): return 52.0
-    if step >= pd.Timedelta(hours=20):
-        weekend = np.asarray(index.day_of_week >= 5).mean()
-        return 365.0 if weekend > 0.05 else 252.0
-    span = index[-1] - index[0]
-    if span < pd.Timedelta(days=28):
-        raise ValueError(f"intraday bars spanning only {span}: too short to infer bars per year; pass periods_per_year")
-    return float(round((len(index) - 1) / (span / pd.Timedelta(days=365.25))))
+    i8, day = _ticks(index)
+    gaps = np.diff(i8)
+    step, span = np.partition(gaps, len(gaps) // 2)[len(gaps) // 2] / day, (i8[-1] - i8[0]) / day   # median spacing, days
+    D = bar_density(index)
+    if 5 / 6 <= step < 2:                                     # daily bars: 20 h to 2 days apart
+        cal = _daily_calendar(index)
+        return cal if span < 28 or abs(D / cal - 1) <= 0.10 else round(D, 2)
+    if step < 5 / 6:                                          # intraday: sessions are counted, not assumed
+        if span < 28: raise ValueError(f"intraday bars spanning only {span:.1f} days: too short to count bars per year; "
+                                       "pass periods_per_year")
+        return round(D, 2)
+    snap = min(CONVENTIONS, key=lambda c: abs(D / c - 1))     # weekly and coarser
+    return float(snap) if abs(D / snap - 1) <= 0.05 else round(D, 2)
 
 # %% ../nbs/03_metrics.ipynb #24a2c10b
-def clean_returns(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
-    "Returns as a float array under the NaN policy ('raise' names the rows, 'zero' fills, 'drop' removes)."
-    idx = returns.index if isinstance(returns, pd.Series) else None
-    r = np.asarray(returns, dtype=float)
-    if r.ndim != 1: raise ValueError(f"returns must be 1-D, got shape {r.shape}")
+RUIN_TOL = 1e-12   # a return within this of -1 is -1 (ruin) up to floating residue
+
+def _labels(idx, where: np.ndarray) -> list:
+    "Index labels (or positions) of the first five flagged bars, for error messages."
+    return [str(idx[i]) if idx is not None else int(i) for i in where[:5]]
+
+def _float_array(values: Returns, nan_policy: str = "raise", what: str = "returns") -> np.ndarray:
+    "A 1-D float array under the NaN policy ('raise' names the rows, 'zero' fills, 'drop' removes); infinities refused."
+    idx = values.index if isinstance(values, pd.Series) else None
+    r = np.asarray(values, dtype=float)
+    if r.ndim != 1: raise ValueError(f"{what} must be 1-D, got shape {r.shape}")
     if np.isfinite(r).all(): return r               # the common case: one pass
-    if np.isinf(r).any():
-        where = np.flatnonzero(np.isinf(r))[:5]
-        raise ValueError(f"returns contain inf at {[idx[i] if idx is not None else int(i) for i in where]}")
+    if np.isinf(r).any(): raise ValueError(f"{what} contain inf at {_labels(idx, np.flatnonzero(np.isinf(r)))}")
     nan = np.isnan(r)
-    if nan.any():
-        if nan_policy == "raise":
-            where = np.flatnonzero(nan)[:5]
-            raise ValueError(f"returns contain {nan.sum()} NaN value(s), first at "
-                             f"{[str(idx[i]) if idx is not None else int(i) for i in where]}; "
-                             "pass nan_policy='zero' (flat bars) or 'drop'")
-        if nan_policy == "zero": r = np.where(nan, 0.0, r)
-        elif nan_policy == "drop": r = r[~nan]
-        else: raise ValueError(f"nan_policy={nan_policy!r}: use 'raise', 'zero' or 'drop'")
-    return r
+    if nan_policy == "raise":
+        raise ValueError(f"{what} contain {nan.sum()} NaN value(s), first at {_labels(idx, np.flatnonzero(nan))}; "
+                         "pass nan_policy='zero' (flat bars) or 'drop'")
+    if nan_policy == "zero": return np.where(nan, 0.0, r)
+    if nan_policy == "drop": return r[~nan]
+    raise ValueError(f"nan_policy={nan_policy!r}: use 'raise', 'zero' or 'drop'")
+
+def clean_returns(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
+    "Simple returns as a float array under the NaN policy; a return below -100% is an error naming the bar."
+    r = np.asarray(returns, dtype=float)
+    lo = np.fmin.reduce(r) if r.ndim == 1 and len(r) else 0.0      # the lowest return, NaN ignored
+    if -np.inf < lo < -1.0 - RUIN_TOL:
+        bad = np.flatnonzero(r < -1.0 - RUIN_TOL)
+        idx = returns.index if isinstance(returns, pd.Series) else None
+        where = f"bar(s) {bad[:5].tolist()}" + (f" ({', '.join(_labels(idx, bad))})" if idx is not None else "")
+        raise ValueError(f"return(s) below -100% at {where}, first {r[bad[0]]:.6g}: "
+                         "a bar cannot lose more than its equity, and -1 is ruin. Are these prices? Cap levered losses at -1")
+    r = _float_array(returns, nan_policy)
+    return np.maximum(r, -1.0) if lo < -1.0 else r      # -1 less floating residue is -1: ruin
 
 def resolve_periods(returns: Returns, periods_per_year: float | None) -> float:
     "The explicit periods_per_year, or the one inferred from the returns' DatetimeIndex."
     if periods_per_year is not None:
-        if periods_per_year <= 0: raise ValueError(f"periods_per_year must be > 0, got {periods_per_year}")
+        if not periods_per_year > 0: raise ValueError(f"periods_per_year must be > 0, got {periods_per_year}")
         return float(periods_per_year)
     if isinstance(returns, pd.Series) and isinstance(returns.index, pd.DatetimeIndex):
         return infer_periods_per_year(returns.index)
@@ -69,65 +146,107 @@ def per_period_rate(rf: float, periods_per_year: float) -> float:
     "Convert an annual rate to a per-bar rate by compounding."
     return (1.0 + rf) ** (1.0 / periods_per_year) - 1.0
 
+# %% ../nbs/03_metrics.ipynb #a4ruin01
+def _ruin(r: np.ndarray) -> int | None:
+    "Position of the first -100% bar of a clean return array, None without one."
+    return int(np.argmax(r == -1.0)) if len(r) and r.min() <= -1.0 else None
+
+def ruin_bar(returns: Returns, nan_policy: str = "raise") -> int | None:
+    "Position (0-based, among the bars the NaN policy keeps) of the bar that wipes the equity out; None if it never happens."
+    return _ruin(clean_returns(returns, nan_policy))
+
+def _lived(r: np.ndarray) -> np.ndarray:
+    "The bars of an account that exists: all of them, or those up to and including the ruin bar."
+    k = _ruin(r)
+    return r if k is None else r[:k + 1]
+
 # %% ../nbs/03_metrics.ipynb #df61cc1a
+ZERO_VOL = 1e-12   # a deviation below ZERO_VOL * (1 + |mean|) is floating residue: zero
+
+def _is_zero(dev: float, mean: float) -> bool:
+    "True when a standard (or downside) deviation is zero to within floating error of 1 + mean."
+    return not dev > ZERO_VOL * (1.0 + abs(mean))
+
+def _mean_std(x: np.ndarray) -> tuple[float, float, np.ndarray]:
+    "Mean, sample std (ddof=1; 0 when zero to within floating error, NaN for n < 2) and the deviations."
+    n = len(x)
+    mean = float(x.mean()) if n else np.nan
+    d = x - mean
+    sd = float(np.sqrt(d @ d / (n - 1))) if n > 1 else np.nan
+    return mean, (0.0 if n > 1 and _is_zero(sd, mean) else sd), d
+
+def _sortino(x: np.ndarray, mean: float, P: float) -> float:
+    "Annualised Sortino of excess returns x with mean `mean`; NaN when the downside deviation is 0 (to floating error)."
+    down = np.minimum(x, 0.0)
+    dd = float(np.sqrt(down @ down / len(x))) if len(x) else np.nan
+    return np.nan if _is_zero(dd, mean) else float(mean / dd * np.sqrt(P))
+
 def _excess(returns, rf, periods_per_year, nan_policy):
+    "Excess returns of the bars lived (up to ruin) and the periods per year."
     P = resolve_periods(returns, periods_per_year)
-    return clean_returns(returns, nan_policy) - per_period_rate(rf, P), P
+    r = _lived(clean_returns(returns, nan_policy))
+    return (r - per_period_rate(rf, P) if rf else r), P
 
 def sharpe(returns: Returns, rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
-    "Annualised Sharpe ratio: mean(excess)/std(excess, ddof=1)*sqrt(P); NaN when std is 0 or n < 2."
+    "Annualised Sharpe ratio: mean(excess)/std(excess, ddof=1)*sqrt(P); NaN when the std is 0 (to floating error) or n < 2."
     x, P = _excess(returns, rf, periods_per_year, nan_policy)
-    if len(x) < 2: return np.nan
-    sd = x.std(ddof=1)
-    return float(x.mean() / sd * np.sqrt(P)) if sd > 0 else np.nan
+    mean, sd, _ = _mean_std(x)
+    return float(mean / sd * np.sqrt(P)) if sd > 0 else np.nan
 
 def sortino(returns: Returns, rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
-    "Annualised Sortino ratio with downside deviation sqrt(mean(min(excess,0)^2)) over all bars."
+    "Annualised Sortino ratio with downside deviation sqrt(mean(min(excess,0)^2)) over all bars; NaN when that is 0."
     x, P = _excess(returns, rf, periods_per_year, nan_policy)
-    if len(x) == 0: return np.nan
-    dd = np.sqrt(np.mean(np.minimum(x, 0.0) ** 2))
-    return float(x.mean() / dd * np.sqrt(P)) if dd > 0 else np.nan
+    return _sortino(x, float(x.mean()) if len(x) else np.nan, P)
 
 def annual_volatility(returns: Returns, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
-    "Annualised standard deviation of bar returns (ddof=1)."
-    r = clean_returns(returns, nan_policy)
-    return float(r.std(ddof=1) * np.sqrt(resolve_periods(returns, periods_per_year))) if len(r) > 1 else np.nan
+    "Annualised standard deviation of bar returns (ddof=1); 0 when zero to within floating error."
+    x, P = _excess(returns, 0.0, periods_per_year, nan_policy)
+    return _mean_std(x)[1] * np.sqrt(P)
 
 # %% ../nbs/03_metrics.ipynb #a3012536
 def equity_curve(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
-    "Compounded equity after each bar, starting from 1 before the first bar."
+    "Compounded equity after each bar, starting from 1 before the first bar (0 from a ruin bar on)."
     return np.cumprod(1.0 + clean_returns(returns, nan_policy))
+
+def _drawdown_pass(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Equity and its running peak (the initial capital 1 included), in one pass each."
+    eq = r + 1.0
+    np.multiply.accumulate(eq, out=eq)
+    peak = np.maximum.accumulate(eq)
+    return eq, np.maximum(peak, 1.0, out=peak)
+
+def _longest_under(eq: np.ndarray, peak: np.ndarray) -> int:
+    "Longest run of bars below the running peak: the widest gap between bars at a peak (before bar 0 and after the last count)."
+    highs = np.flatnonzero(eq >= peak)
+    return int(np.diff(np.r_[-1, highs, len(eq)]).max() - 1) if len(eq) else 0
 
 def drawdown(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
     "Drawdown after each bar relative to the running peak, the initial capital (1) included."
-    eq = equity_curve(returns, nan_policy)
-    peak = np.maximum.accumulate(np.maximum(eq, 1.0))
+    eq, peak = _drawdown_pass(clean_returns(returns, nan_policy))
     return eq / peak - 1.0
 
 def max_drawdown(returns: Returns, nan_policy: str = "raise") -> float:
-    "Largest peak-to-trough loss as a negative fraction (0 when equity never fell below a peak)."
-    dd = drawdown(returns, nan_policy)
-    return float(dd.min()) if len(dd) else 0.0
+    "Largest peak-to-trough loss as a negative fraction (0 when equity never fell below a peak; -1 at ruin)."
+    eq, peak = _drawdown_pass(clean_returns(returns, nan_policy))
+    return float((eq / peak).min() - 1.0) if len(eq) else 0.0
 
 def max_drawdown_duration(returns: Returns, nan_policy: str = "raise") -> int:
-    "Longest run of consecutive bars spent below a prior peak (unrecovered drawdowns count to the end)."
-    under = drawdown(returns, nan_policy) < 0
-    if not under.any(): return 0
-    edges = np.diff(np.r_[0, under.astype(np.int8), 0])
-    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max())
+    "Longest run of consecutive bars spent below a prior peak (unrecovered drawdowns, ruin included, count to the end)."
+    return _longest_under(*_drawdown_pass(clean_returns(returns, nan_policy)))
 
 def total_return(returns: Returns, nan_policy: str = "raise") -> float:
-    "Compounded return over the whole series."
+    "Compounded return over the whole series (-1 after ruin)."
     r = clean_returns(returns, nan_policy)
     return float(np.prod(1.0 + r) - 1.0)
+
+def _cagr(growth: float, n: int, P: float) -> float:
+    "(growth)^(P/n) - 1; -1 when the equity was wiped out, NaN without bars."
+    return np.nan if n == 0 else -1.0 if growth <= 0 else float(growth ** (P / n) - 1.0)
 
 def cagr(returns: Returns, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "Compound annual growth rate (1+total)^(P/n)-1; -1 when the equity was wiped out."
     r = clean_returns(returns, nan_policy)
-    if len(r) == 0: return np.nan
-    growth = np.prod(1.0 + r)
-    if growth <= 0: return -1.0
-    return float(growth ** (resolve_periods(returns, periods_per_year) / len(r)) - 1.0)
+    return _cagr(np.prod(1.0 + r), len(r), resolve_periods(returns, periods_per_year) if len(r) else np.nan)
 
 def calmar(returns: Returns, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "CAGR divided by the absolute max drawdown (NaN without a drawdown)."
@@ -135,20 +254,20 @@ def calmar(returns: Returns, periods_per_year: float | None = None, nan_policy: 
     return cagr(returns, periods_per_year, nan_policy) / abs(mdd) if mdd < 0 else np.nan
 
 def hit_rate(returns: Returns, nan_policy: str = "raise") -> float:
-    "Share of winning bars among bars with a non-zero return."
-    r = clean_returns(returns, nan_policy)
-    active = r[r != 0]
-    return float((active > 0).mean()) if len(active) else np.nan
+    "Share of winning bars among bars with a non-zero return (bars up to ruin)."
+    r = _lived(clean_returns(returns, nan_policy))
+    active = np.count_nonzero(r)
+    return np.count_nonzero(r > 0) / active if active else np.nan
 
 # %% ../nbs/03_metrics.ipynb #4304551b
 def turnover(positions: Returns, periods_per_year: float | None = None) -> float:
     "Annualised one-way turnover: mean |change in position| per bar (entry from flat counted) times P."
-    p = clean_returns(positions)
+    p = _float_array(positions, what="positions")
     return float(np.abs(np.diff(np.r_[0.0, p])).mean() * resolve_periods(positions, periods_per_year)) if len(p) else np.nan
 
 def exposure(positions: Returns) -> float:
     "Share of bars with a non-zero position."
-    p = clean_returns(positions)
+    p = _float_array(positions, what="positions")
     return float((p != 0).mean()) if len(p) else np.nan
 
 # %% ../nbs/03_metrics.ipynb #04364692
@@ -171,68 +290,80 @@ def classification_metrics(y_true: Returns, y_pred: Returns, labels: Sequence | 
 # %% ../nbs/03_metrics.ipynb #e5b189fc
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
+def _select(a: np.ndarray, kth: Sequence[int]) -> np.ndarray:
+    "Partition `a` in place so that a[k] is its k-th smallest value for each k: one split per k, each on the narrowest slice."
+    todo = [(0, len(a), sorted(set(int(k) for k in kth)))]
+    while todo:                                           # numpy's multi-kth partition is slower than a full sort here
+        lo, hi, ks = todo.pop()
+        if not ks: continue
+        i = min(range(len(ks)), key=lambda j: abs(ks[j] - (lo + hi) / 2))   # split nearest the middle: halves the work
+        a[lo:hi].partition(ks[i] - lo)
+        todo += [(lo, ks[i], ks[:i]), (ks[i] + 1, hi, ks[i + 1:])]
+    return a
+
 def _quantiles(r: np.ndarray, qs: Sequence[float], k: int) -> tuple[np.ndarray, float]:
     "Linear-interpolation quantiles (numpy's default) and the mean of the k+1 smallest values, from one partition."
     n = len(r)
     pos = np.asarray(qs) * (n - 1)
-    lo, hi = np.floor(pos).astype(int), np.ceil(pos).astype(int)
-    part = np.partition(r, np.unique(np.r_[lo, hi, k]))
-    q = part[lo] + (pos - lo) * (part[hi] - part[lo])
-    return q, float(part[:k + 1].mean())
+    lo = np.floor(pos).astype(int)
+    ks = np.unique(np.r_[lo, k])
+    part = _select(r.copy(), ks)
+    ends = np.r_[ks[1:] + 1, n]                           # the value after a selected k is the least up to the next k
+    after = {a: part[a + 1:b].min() for a, b in zip(ks.tolist(), ends.tolist()) if a + 1 < n}
+    nxt = np.array([after.get(i, part[i]) for i in lo.tolist()])
+    return part[lo] + (pos - lo) * (nxt - part[lo]), float(part[:k + 1].mean())
 
-def _moments(r: np.ndarray, mean: float) -> tuple[float, float, float]:
-    "Sample std (ddof=1), bias-corrected skew and excess kurtosis (scipy's bias=False, pandas' skew/kurt)."
+def _moments(r: np.ndarray) -> tuple[float, float, float, float]:
+    "Mean, sample std (ddof=1), bias-corrected skew and excess kurtosis (scipy's bias=False, pandas' skew/kurt); NaN skew/kurt at zero std."
     n = len(r)
-    d = r - mean
+    mean, std, d = _mean_std(r)
+    if n < 4 or not std > 0: return mean, std, np.nan, np.nan
     d2 = d * d
-    m2, m3, m4 = d2.mean(), (d2 * d).mean(), (d2 * d2).mean()
-    std = np.sqrt(m2 * n / (n - 1)) if n > 1 else np.nan
-    if m2 == 0 or n < 4: return std, np.nan, np.nan
+    m2, m3, m4 = d @ d / n, d2 @ d / n, d2 @ d2 / n
     skew = np.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5
     kurt = ((n + 1) * (m4 / m2**2 - 3) + 6) * (n - 1) / ((n - 2) * (n - 3))
-    return std, float(skew), float(kurt)
+    return mean, std, float(skew), float(kurt)
 
 def _distribution(r: np.ndarray, alpha: float) -> dict:
     n = len(r)
     if n == 0: return {"n": 0}
-    mean = float(r.mean())
-    std, skew, kurt = _moments(r, mean)
+    mean, std, skew, kurt = _moments(r)
     q, cvar = _quantiles(r, [p / 100 for p in PERCENTILES] + [alpha], int((n - 1) * alpha))
-    out = {"n": n, "mean": mean, "std": float(std), "skew": skew, "kurtosis": kurt}
+    out = {"n": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt}
     out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, q)})
     out.update({"var": float(q[-1]), "cvar": cvar, "best": float(r.max()), "worst": float(r.min())})
     return out
 
 def pnl_distribution(returns: Returns, alpha: float = 0.05, nan_policy: str = "raise") -> dict:
-    "Mean, std, skew, excess kurtosis, percentiles, historical VaR/CVaR at `alpha`, best and worst of a return sample."
-    return _distribution(clean_returns(returns, nan_policy), alpha)
+    "Mean, std, skew, excess kurtosis, percentiles, historical VaR/CVaR at `alpha`, best and worst of the bars up to ruin."
+    return _distribution(_lived(clean_returns(returns, nan_policy)), alpha)
 
 # %% ../nbs/03_metrics.ipynb #083ef9a7
+def _headline(r: np.ndarray, k: int | None, rf: float, P: float, dist: dict) -> dict:
+    "Growth, drawdown and risk-adjusted figures of clean returns r ruined at bar k (statistics over the bars up to k)."
+    n, lived = len(r), (r if k is None else r[:k + 1])
+    eq, peak = _drawdown_pass(r)
+    mdd = float((eq / peak).min() - 1.0) if n else 0.0
+    x = lived - per_period_rate(rf, P) if rf else lived
+    mean, sd = _mean_std(x)[:2] if rf else (dist.get("mean", np.nan), dist.get("std", np.nan))
+    growth = eq[-1] if n else np.nan
+    active = np.count_nonzero(lived)
+    return {"n_bars": n, "periods_per_year": P, "ruined": float(k is not None), "ruin_bar": np.nan if k is None else k,
+           "total_return": growth - 1, "cagr": _cagr(growth, n, P), "annual_volatility": dist.get("std", np.nan) * np.sqrt(P),
+           "sharpe": mean / sd * np.sqrt(P) if sd > 0 else np.nan, "sortino": _sortino(x, mean, P),
+           "max_drawdown": mdd, "max_drawdown_bars": _longest_under(eq, peak),
+           "calmar": _cagr(growth, n, P) / -mdd if mdd < 0 else np.nan,
+           "hit_rate": np.count_nonzero(lived > 0) / active if active else np.nan}
+
 def summary(returns: Returns, positions: Returns | None = None, trade_returns: Returns | None = None,
             rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise",
             alpha: float = 0.05) -> pd.Series:
     "All atf metrics of a net return series (plus positions and trades when given) as one Series."
     P = resolve_periods(returns, periods_per_year)
     r = clean_returns(returns, nan_policy)
-    n = len(r)
-    dist = _distribution(r, alpha)
-    x = r - per_period_rate(rf, P) if rf else r
-    mx, sx = (x.mean(), x.std(ddof=1)) if rf else (dist.get("mean", np.nan), dist.get("std", np.nan))
-    downside = np.sqrt(np.mean(np.minimum(x, 0.0) ** 2)) if n else np.nan
-    eq = np.cumprod(1.0 + r)
-    dd = eq / np.maximum.accumulate(np.maximum(eq, 1.0)) - 1.0
-    under = np.diff(np.r_[0, (dd < 0).astype(np.int8), 0])
-    growth = eq[-1] if n else np.nan
-    active = np.count_nonzero(r)
-    out = {"n_bars": n, "periods_per_year": P, "total_return": growth - 1,
-           "cagr": (-1.0 if growth <= 0 else growth ** (P / n) - 1) if n else np.nan,
-           "annual_volatility": dist.get("std", np.nan) * np.sqrt(P),
-           "sharpe": mx / sx * np.sqrt(P) if n > 1 and sx > 0 else np.nan,
-           "sortino": mx / downside * np.sqrt(P) if n and downside > 0 else np.nan,
-           "max_drawdown": float(dd.min()) if n else 0.0,
-           "max_drawdown_bars": int((np.flatnonzero(under == -1) - np.flatnonzero(under == 1)).max()) if (dd < 0).any() else 0,
-           "calmar": np.nan, "hit_rate": np.count_nonzero(r > 0) / active if active else np.nan}
-    out["calmar"] = out["cagr"] / abs(out["max_drawdown"]) if out["max_drawdown"] < 0 else np.nan
+    k = _ruin(r)
+    dist = _distribution(r if k is None else r[:k + 1], alpha)
+    out = _headline(r, k, rf, P, dist)
     if positions is not None:
         out.update(turnover=turnover(positions, P), exposure=exposure(positions))
     out.update({f"bar_{k}": v for k, v in dist.items()})

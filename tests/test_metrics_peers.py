@@ -65,11 +65,26 @@ def test_nan_policies_reproduce_each_peer(spx_returns):
     r.iloc[[10, 500, 3000]] = np.nan
     with pytest.raises(ValueError, match="3 NaN value"):
         m.sharpe(r)
-    # quantstats 0.0.86 and empyrical both skip missing bars in statistics: atf's "drop"
+    # quantstats 0.0.86 and empyrical both skip missing bars in the ratios, volatility and drawdown: atf's "drop"
+    for ours, theirs in [(m.sharpe, ep.sharpe_ratio), (m.sortino, ep.sortino_ratio),
+                         (m.annual_volatility, ep.annual_volatility), (m.max_drawdown, ep.max_drawdown)]:
+        assert np.isclose(ours(r, nan_policy="drop"), theirs(r), **TOL), ours.__name__
     assert np.isclose(m.sharpe(r, nan_policy="drop"), qs.stats.sharpe(r, periods=252), **TOL)
-    assert np.isclose(m.sharpe(r, nan_policy="drop"), ep.sharpe_ratio(r), **TOL)
     # "zero" (a flat bar) is a different, explicit claim and gives a different number
     assert not np.isclose(m.sharpe(r, nan_policy="zero"), m.sharpe(r, nan_policy="drop"), **TOL)
+
+
+def test_empyrical_compounds_nan_as_zero_in_growth(spx_returns):
+    "empyrical's annual_return and calmar_ratio count a NaN bar as a zero return (atf 'zero'); quantstats drops it."
+    from atf.data import load_dataset
+    goog = load_dataset("us_stocks", "GOOG")["close"].pct_change().dropna()
+    for r in (spx_returns.copy(), goog.copy()):
+        r.iloc[[10, 200, 800, 1500]] = np.nan
+        zero, drop = m.cagr(r, nan_policy="zero"), m.cagr(r, nan_policy="drop")
+        assert not np.isclose(zero, drop, **TOL)
+        assert np.isclose(ep.annual_return(r), zero, **TOL) and np.isclose(ep.calmar_ratio(r), m.calmar(r, nan_policy="zero"), **TOL)
+        assert np.isclose(qs.stats.cagr(r, periods=252), drop, **TOL)
+        assert np.isclose(qs.stats.calmar(r, periods=252), m.calmar(r, nan_policy="drop"), **TOL)
 
 
 def test_summary_agrees_with_single_metrics(returns):
