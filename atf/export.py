@@ -275,7 +275,7 @@ def export_run(run_dir: str | Path, keys: list[str] | None = None) -> list[Path]
             "held_out": {"start": str(fold["validation_start"]), "end": str(fold["test_end"])},
             "metrics": ({k: float(v) for k, v in metrics[(key, "model")].items() if np.isfinite(v)}
                         if metrics is not None and (key, "model") in metrics.columns else {}),
-            "costs": asdict(cfg.costs), "data_sha256": run_meta.get("data_sha256", {}).get(asset),
+            "costs": asdict(cfg.costs), "rebalance": cfg.trading.rebalance, "data_sha256": run_meta.get("data_sha256", {}).get(asset),
             "reference": reference_stats(F[train]), "versions": _versions(),
         }
         manifest["files"] = {p.name: sha256_of(p) for p in sorted(out.iterdir())}

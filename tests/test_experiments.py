@@ -72,6 +72,34 @@ def test_experiment_cli_end_to_end(tmp_path):
     assert len(list((out / "plots").glob("*.png"))) == 8
     runs = [json.loads(l) for l in (tmp_path / "mb" / "runs.jsonl").read_text().splitlines()]
     assert runs[-1]["run_id"] == "e2e" and "MSFT_native" in runs[-1]["oos_sharpe"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["periods_per_year"] == {"MSFT_native": 252.0, "MSFT_1W": 52.0} and run["rebalance"] == "on_change"
+    # one continuous account over the stitched test bars: buy-and-hold is the price ratio less one entry cost
+    exp = load_experiment(cfg)
+    kb = (1 + exp.costs.slippage_bps / 1e4) * (1 + exp.costs.fee_bps / 1e4) - 1
+    for tf in ("native", "1W"):
+        oos = pd.read_csv(out / f"oos_MSFT_{tf}.csv", index_col=0, parse_dates=True)
+        close = prepare(exp, "MSFT", tf)["close"]
+        ratio = close[oos.index[-1]] / close[oos.index[0]] / (1 + kb)
+        assert abs(np.prod(1 + oos["buy_and_hold"]) - ratio) < 1e-12
+        folds = pd.read_csv(out / "folds.csv").query("timeframe == @tf")
+        assert len(folds) >= 2 and np.isclose(np.prod(1 + folds["test_return"]), np.prod(1 + oos["model"]), rtol=1e-12)
+
+
+def test_periods_per_year_come_from_the_config_the_rule_or_the_bars():
+    from atf.experiments import periods_for
+    from atf.studies import ConfigError
+    cfg = load_experiment({**TINY, "data": {**TINY["data"], "timeframes": ["native", "2W", "QE"]}})
+    df = prepare(cfg, "MSFT", "native")
+    assert periods_for(cfg, df, "native") == 252 and periods_for(cfg, df, "2W") == 26 and periods_for(cfg, df, "QE") == 4
+    over = load_experiment({**TINY, "data": {**TINY["data"], "timeframes": ["native", "2W"], "periods_per_year": {"2W": 25}}})
+    assert periods_for(over, df, "2W") == 25 and periods_for(over, df, "native") == 252
+    with pytest.raises(ConfigError, match=r"data.periods_per_year: timeframes \['1D'\] are not in"):
+        load_experiment({**TINY, "data": {**TINY["data"], "periods_per_year": {"1D": 252}}})
+    with pytest.raises(ConfigError, match="one number for several timeframes"):
+        load_experiment({**TINY, "data": {**TINY["data"], "timeframes": ["native", "1W"], "periods_per_year": 252}})
+    with pytest.raises(ConfigError, match="trading.rebalance"):
+        load_experiment({**TINY, "trading": {"rebalance": "daily"}})
 
 
 def test_bad_experiment_config_names_the_key():

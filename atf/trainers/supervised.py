@@ -212,12 +212,13 @@ def call_metrics(proba: np.ndarray, y: np.ndarray, classes) -> dict:
     return classification_metrics(y[ok], pred[ok], labels=list(classes))
 
 def trade_predictions(close: pd.Series, bars: np.ndarray, proba: np.ndarray, classes, long_only: bool = True,
-                      min_confidence: float = 0.0, fee_bps: float = 0.0, slippage_bps: float = 0.0):
+                      min_confidence: float = 0.0, fee_bps: float = 0.0, slippage_bps: float = 0.0,
+                      rebalance: str = "on_change"):
     "Backtest of the positions the calls imply, as a fresh account over `bars`."
     from atf.backtest import backtest
     px = close.iloc[bars]
     pos = pd.Series(positions_from_proba(proba, classes, long_only, min_confidence), index=px.index, name="model")
-    return backtest(px, pos, fee_bps, slippage_bps)
+    return backtest(px, pos, fee_bps, slippage_bps, rebalance=rebalance)
 
 def evaluate_predictions(close: pd.Series, bars: np.ndarray, proba: np.ndarray, y: np.ndarray, classes,
                          long_only: bool = True, min_confidence: float = 0.0, fee_bps: float = 0.0,
