@@ -167,17 +167,17 @@ def _is_zero(dev: float, mean: float) -> bool:
     "True when a standard (or downside) deviation is zero to within floating error of 1 + mean."
     return not dev > ZERO_VOL * (1.0 + abs(mean))
 
-def _mean_std(x: np.ndarray) -> tuple[float, float, np.ndarray]:
-    "Mean, sample std (ddof=1; 0 when zero to within floating error, NaN for n < 2) and the deviations."
+def _mean_std(x: np.ndarray, out: np.ndarray | None = None) -> tuple[float, float, np.ndarray]:
+    "Mean, sample std (ddof=1; 0 when zero to within floating error, NaN for n < 2) and the deviations (written to `out`)."
     n = len(x)
     mean = float(x.mean()) if n else np.nan
-    d = x - mean
+    d = np.subtract(x, mean, out=None if out is None else out[:n])
     sd = float(np.sqrt(d @ d / (n - 1))) if n > 1 else np.nan
     return mean, (0.0 if n > 1 and _is_zero(sd, mean) else sd), d
 
-def _sortino(x: np.ndarray, mean: float, P: float) -> float:
+def _sortino(x: np.ndarray, mean: float, P: float, out: np.ndarray | None = None) -> float:
     "Annualised Sortino of excess returns x with mean `mean`; NaN when the downside deviation is 0 (to floating error)."
-    down = np.minimum(x, 0.0)
+    down = np.minimum(x, 0.0, out=None if out is None else out[:len(x)])
     dd = float(np.sqrt(down @ down / len(x))) if len(x) else np.nan
     return np.nan if _is_zero(dd, mean) else float(mean / dd * np.sqrt(P))
 
@@ -208,11 +208,11 @@ def equity_curve(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
     "Compounded equity after each bar, starting from 1 before the first bar (0 from a ruin bar on)."
     return np.cumprod(1.0 + clean_returns(returns, nan_policy))
 
-def _drawdown_pass(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    "Equity and its running peak (the initial capital 1 included), in one pass each."
-    eq = r + 1.0
+def _drawdown_pass(r: np.ndarray, out: np.ndarray | None = None, out2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    "Equity and its running peak (the initial capital 1 included), one accumulation each (written to out, out2)."
+    eq = np.add(r, 1.0, out=out)
     np.multiply.accumulate(eq, out=eq)
-    peak = np.maximum.accumulate(eq)
+    peak = np.maximum.accumulate(eq, out=out2)
     return eq, np.maximum(peak, 1.0, out=peak)
 
 def _longest_under(eq: np.ndarray, peak: np.ndarray) -> int:
@@ -301,59 +301,60 @@ def _select(a: np.ndarray, kth: Sequence[int]) -> np.ndarray:
         todo += [(lo, ks[i], ks[:i]), (ks[i] + 1, hi, ks[i + 1:])]
     return a
 
-def _quantiles(r: np.ndarray, qs: Sequence[float], k: int) -> tuple[np.ndarray, float]:
+def _quantiles(r: np.ndarray, qs: Sequence[float], k: int, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     "Linear-interpolation quantiles (numpy's default) and the mean of the k+1 smallest values, from one partition."
     n = len(r)
     pos = np.asarray(qs) * (n - 1)
     lo = np.floor(pos).astype(int)
     ks = np.unique(np.r_[lo, k])
-    part = _select(r.copy(), ks)
+    part = r.copy() if out is None else out[:n]
+    if out is not None: np.copyto(part, r)
+    _select(part, ks)
     ends = np.r_[ks[1:] + 1, n]                           # the value after a selected k is the least up to the next k
     after = {a: part[a + 1:b].min() for a, b in zip(ks.tolist(), ends.tolist()) if a + 1 < n}
     nxt = np.array([after.get(i, part[i]) for i in lo.tolist()])
     return part[lo] + (pos - lo) * (nxt - part[lo]), float(part[:k + 1].mean())
 
-def _moments(r: np.ndarray) -> tuple[float, float, float, float]:
+def _moments(r: np.ndarray, out: np.ndarray | None = None, out2: np.ndarray | None = None) -> tuple[float, float, float, float]:
     "Mean, sample std (ddof=1), bias-corrected skew and excess kurtosis (scipy's bias=False, pandas' skew/kurt); NaN skew/kurt at zero std."
     n = len(r)
-    mean, std, d = _mean_std(r)
+    mean, std, d = _mean_std(r, out)
     if n < 4 or not std > 0: return mean, std, np.nan, np.nan
-    d2 = d * d
+    d2 = np.multiply(d, d, out=None if out2 is None else out2[:n])
     m2, m3, m4 = d @ d / n, d2 @ d / n, d2 @ d2 / n
     skew = np.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5
     kurt = ((n + 1) * (m4 / m2**2 - 3) + 6) * (n - 1) / ((n - 2) * (n - 3))
     return mean, std, float(skew), float(kurt)
 
-def _distribution(r: np.ndarray, alpha: float) -> dict:
+def _distribution(r: np.ndarray, alpha: float, out: np.ndarray | None = None, out2: np.ndarray | None = None) -> dict:
+    "Moments, percentiles, VaR/CVaR, best and worst of a clean sample (scratch arrays out, out2 reused when given)."
     n = len(r)
     if n == 0: return {"n": 0}
-    mean, std, skew, kurt = _moments(r)
-    q, cvar = _quantiles(r, [p / 100 for p in PERCENTILES] + [alpha], int((n - 1) * alpha))
-    out = {"n": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt}
-    out.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, q)})
-    out.update({"var": float(q[-1]), "cvar": cvar, "best": float(r.max()), "worst": float(r.min())})
-    return out
+    mean, std, skew, kurt = _moments(r, out, out2)
+    q, cvar = _quantiles(r, [p / 100 for p in PERCENTILES] + [alpha], int((n - 1) * alpha), out)
+    res = {"n": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt}
+    res.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, q)})
+    return res | {"var": float(q[-1]), "cvar": cvar, "best": float(r.max()), "worst": float(r.min())}
 
 def pnl_distribution(returns: Returns, alpha: float = 0.05, nan_policy: str = "raise") -> dict:
     "Mean, std, skew, excess kurtosis, percentiles, historical VaR/CVaR at `alpha`, best and worst of the bars up to ruin."
     return _distribution(_lived(clean_returns(returns, nan_policy)), alpha)
 
 # %% ../nbs/03_metrics.ipynb #083ef9a7
-def _headline(r: np.ndarray, k: int | None, rf: float, P: float, dist: dict) -> dict:
+def _headline(r: np.ndarray, k: int | None, rf: float, P: float, dist: dict, out: np.ndarray, out2: np.ndarray) -> dict:
     "Growth, drawdown and risk-adjusted figures of clean returns r ruined at bar k (statistics over the bars up to k)."
     n, lived = len(r), (r if k is None else r[:k + 1])
-    eq, peak = _drawdown_pass(r)
-    mdd = float((eq / peak).min() - 1.0) if n else 0.0
+    eq, peak = _drawdown_pass(r, out, out2)
+    growth, longest = (eq[-1] if n else np.nan), _longest_under(eq, peak)
+    mdd = float(np.divide(eq, peak, out=peak).min() - 1.0) if n else 0.0
     x = lived - per_period_rate(rf, P) if rf else lived
-    mean, sd = _mean_std(x)[:2] if rf else (dist.get("mean", np.nan), dist.get("std", np.nan))
-    growth = eq[-1] if n else np.nan
+    mean, sd = _mean_std(x, out)[:2] if rf else (dist.get("mean", np.nan), dist.get("std", np.nan))
     active = np.count_nonzero(lived)
     return {"n_bars": n, "periods_per_year": P, "ruined": float(k is not None), "ruin_bar": np.nan if k is None else k,
-           "total_return": growth - 1, "cagr": _cagr(growth, n, P), "annual_volatility": dist.get("std", np.nan) * np.sqrt(P),
-           "sharpe": mean / sd * np.sqrt(P) if sd > 0 else np.nan, "sortino": _sortino(x, mean, P),
-           "max_drawdown": mdd, "max_drawdown_bars": _longest_under(eq, peak),
-           "calmar": _cagr(growth, n, P) / -mdd if mdd < 0 else np.nan,
-           "hit_rate": np.count_nonzero(lived > 0) / active if active else np.nan}
+            "total_return": growth - 1, "cagr": _cagr(growth, n, P), "annual_volatility": dist.get("std", np.nan) * np.sqrt(P),
+            "sharpe": mean / sd * np.sqrt(P) if sd > 0 else np.nan, "sortino": _sortino(x, mean, P, out),
+            "max_drawdown": mdd, "max_drawdown_bars": longest, "calmar": _cagr(growth, n, P) / -mdd if mdd < 0 else np.nan,
+            "hit_rate": np.count_nonzero(lived > 0) / active if active else np.nan}
 
 def summary(returns: Returns, positions: Returns | None = None, trade_returns: Returns | None = None,
             rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise",
@@ -362,13 +363,14 @@ def summary(returns: Returns, positions: Returns | None = None, trade_returns: R
     P = resolve_periods(returns, periods_per_year)
     r = clean_returns(returns, nan_policy)
     k = _ruin(r)
-    dist = _distribution(r if k is None else r[:k + 1], alpha)
-    out = _headline(r, k, rf, P, dist)
+    scratch = np.empty(len(r)), np.empty(len(r))         # two work arrays serve every pass: no fresh memory per step
+    dist = _distribution(r if k is None else r[:k + 1], alpha, *scratch)
+    out = _headline(r, k, rf, P, dist, *scratch)
     if positions is not None:
         out.update(turnover=turnover(positions, P), exposure=exposure(positions))
-    out.update({f"bar_{k}": v for k, v in dist.items()})
+    out.update({f"bar_{name}": v for name, v in dist.items()})
     if trade_returns is not None:
-        t = clean_returns(trade_returns)
-        out.update({f"trade_{k}": v for k, v in _distribution(t, alpha).items()})
+        t = _float_array(trade_returns, what="trade returns")
+        out.update({f"trade_{name}": v for name, v in _distribution(t, alpha).items()})
         out["trade_win_rate"] = float((t > 0).mean()) if len(t) else np.nan
     return pd.Series(out, dtype=float)
