@@ -5,13 +5,13 @@
 # %% ../nbs/03_metrics.ipynb #40a769dd
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['Returns', 'DAYS_PER_YEAR', 'CONVENTIONS', 'RUIN_TOL', 'ZERO_VOL', 'PERCENTILES', 'bar_density',
+__all__ = ['Returns', 'DAYS_PER_YEAR', 'CONVENTIONS', 'RUIN_TOL', 'ZERO_VOL', 'BLOCK', 'PERCENTILES', 'bar_density',
            'periods_per_year_from_rule', 'infer_periods_per_year', 'clean_returns', 'resolve_periods',
            'per_period_rate', 'ruin_bar', 'sharpe', 'sortino', 'annual_volatility', 'equity_curve', 'drawdown',
            'max_drawdown', 'max_drawdown_duration', 'total_return', 'cagr', 'calmar', 'hit_rate', 'turnover',
@@ -160,80 +160,114 @@ def _lived(r: np.ndarray) -> np.ndarray:
     k = _ruin(r)
     return r if k is None else r[:k + 1]
 
-# %% ../nbs/03_metrics.ipynb #df61cc1a
-ZERO_VOL = 1e-12   # a deviation below ZERO_VOL * (1 + |mean|) is floating residue: zero
+# %% ../nbs/03_metrics.ipynb #a1pass01
+ZERO_VOL = 1e-12   # a deviation below ZERO_VOL * (1 + |mean return|) is floating residue: zero
+BLOCK = 1 << 14    # bars per block of the one-pass loops: a block's work arrays stay in cache
+
+class _Pass(NamedTuple):
+    "Sums from one pass over returns: deviations from the mean, downside below a target, signs."
+    n: int; mean: float; s2: float; s3: float; s4: float; down: float; active: int; wins: int
+
+def _one_pass(x: np.ndarray, target: float = 0.0, higher: bool = False) -> _Pass:
+    "The mean, then block by block: sums of (x-mean)^2 (^3, ^4 when `higher`), of min(x-target, 0)^2, non-zero and positive bars."
+    n = len(x)
+    mean = float(x.mean()) if n else np.nan
+    d, e = np.empty(min(BLOCK, n)), np.empty(min(BLOCK, n))
+    s2 = s3 = s4 = down = 0.0
+    active = wins = 0
+    for i in range(0, n, BLOCK):
+        xi = x[i:i + BLOCK]
+        di = np.subtract(xi, mean, out=d[:len(xi)])
+        s2 += di @ di
+        if higher:
+            ei = np.multiply(di, di, out=e[:len(xi)])
+            s3, s4 = s3 + ei @ di, s4 + ei @ ei
+        li = np.minimum(np.subtract(xi, target, out=d[:len(xi)]), 0.0, out=d[:len(xi)])
+        down += li @ li
+        active, wins = active + np.count_nonzero(xi), wins + np.count_nonzero(xi > 0)
+    return _Pass(n, mean, float(s2), float(s3), float(s4), float(down), active, wins)
 
 def _is_zero(dev: float, mean: float) -> bool:
     "True when a standard (or downside) deviation is zero to within floating error of 1 + mean."
     return not dev > ZERO_VOL * (1.0 + abs(mean))
 
-def _mean_std(x: np.ndarray, out: np.ndarray | None = None) -> tuple[float, float, np.ndarray]:
-    "Mean, sample std (ddof=1; 0 when zero to within floating error, NaN for n < 2) and the deviations (written to `out`)."
-    n = len(x)
-    mean = float(x.mean()) if n else np.nan
-    d = np.subtract(x, mean, out=None if out is None else out[:n])
-    sd = float(np.sqrt(d @ d / (n - 1))) if n > 1 else np.nan
-    return mean, (0.0 if n > 1 and _is_zero(sd, mean) else sd), d
+def _std(p: _Pass) -> float:
+    "Sample std (ddof=1): 0 when zero to within floating error, NaN for n < 2."
+    if p.n < 2: return np.nan
+    sd = float(np.sqrt(p.s2 / (p.n - 1)))
+    return 0.0 if _is_zero(sd, p.mean) else sd
 
-def _sortino(x: np.ndarray, mean: float, P: float, out: np.ndarray | None = None) -> float:
-    "Annualised Sortino of excess returns x with mean `mean`; NaN when the downside deviation is 0 (to floating error)."
-    down = np.minimum(x, 0.0, out=None if out is None else out[:len(x)])
-    dd = float(np.sqrt(down @ down / len(x))) if len(x) else np.nan
-    return np.nan if _is_zero(dd, mean) else float(mean / dd * np.sqrt(P))
+# %% ../nbs/03_metrics.ipynb #df61cc1a
+def _ratios(p: _Pass, rfp: float, P: float) -> tuple[float, float]:
+    "Annualised Sharpe and Sortino of a pass whose downside was taken below the per-bar risk-free rate rfp."
+    sd, excess = _std(p), p.mean - rfp
+    dd = float(np.sqrt(p.down / p.n)) if p.n else np.nan
+    sh = excess / sd * np.sqrt(P) if sd > 0 else np.nan
+    return float(sh), (np.nan if _is_zero(dd, p.mean) else float(excess / dd * np.sqrt(P)))
 
-def _excess(returns, rf, periods_per_year, nan_policy):
-    "Excess returns of the bars lived (up to ruin) and the periods per year."
+def _lived_pass(returns, rf, periods_per_year, nan_policy):
+    "One pass over the bars lived (up to ruin), the per-bar rf and the periods per year."
     P = resolve_periods(returns, periods_per_year)
-    r = _lived(clean_returns(returns, nan_policy))
-    return (r - per_period_rate(rf, P) if rf else r), P
+    rfp = per_period_rate(rf, P) if rf else 0.0
+    return _one_pass(_lived(clean_returns(returns, nan_policy)), rfp), rfp, P
 
 def sharpe(returns: Returns, rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "Annualised Sharpe ratio: mean(excess)/std(excess, ddof=1)*sqrt(P); NaN when the std is 0 (to floating error) or n < 2."
-    x, P = _excess(returns, rf, periods_per_year, nan_policy)
-    mean, sd, _ = _mean_std(x)
-    return float(mean / sd * np.sqrt(P)) if sd > 0 else np.nan
+    return _ratios(*_lived_pass(returns, rf, periods_per_year, nan_policy))[0]
 
 def sortino(returns: Returns, rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "Annualised Sortino ratio with downside deviation sqrt(mean(min(excess,0)^2)) over all bars; NaN when that is 0."
-    x, P = _excess(returns, rf, periods_per_year, nan_policy)
-    return _sortino(x, float(x.mean()) if len(x) else np.nan, P)
+    return _ratios(*_lived_pass(returns, rf, periods_per_year, nan_policy))[1]
 
 def annual_volatility(returns: Returns, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "Annualised standard deviation of bar returns (ddof=1); 0 when zero to within floating error."
-    x, P = _excess(returns, 0.0, periods_per_year, nan_policy)
-    return _mean_std(x)[1] * np.sqrt(P)
+    p, _, P = _lived_pass(returns, 0.0, periods_per_year, nan_policy)
+    return _std(p) * np.sqrt(P)
 
 # %% ../nbs/03_metrics.ipynb #a3012536
+class _Drawdown(NamedTuple):
+    growth: float; max_drawdown: float; longest: int; equity: np.ndarray | None; drawdown: np.ndarray | None
+
+def _drawdown_pass(r: np.ndarray, keep: bool = False) -> _Drawdown:
+    "Final equity, max drawdown and longest run below a peak (and with `keep` the equity and drawdown of every bar), block by block."
+    n, b = len(r), min(BLOCK, len(r))
+    eq, dd = (np.empty(n), np.empty(n)) if keep else (np.empty(b), np.empty(b))
+    growth = peak = worst = 1.0
+    last_high, longest = -1, 0                            # the initial capital is a peak "before bar 0"
+    for i in range(0, n, BLOCK):
+        x = r[i:i + BLOCK]
+        e = np.add(x, 1.0, out=eq[i:i + len(x)] if keep else eq[:len(x)])
+        e[0] *= growth                                    # carried over: exactly np.cumprod(1 + r)
+        np.multiply.accumulate(e, out=e)
+        p = np.maximum.accumulate(e, out=dd[i:i + len(x)] if keep else dd[:len(x)])
+        np.maximum(p, peak, out=p)
+        growth, peak = e[-1], p[-1]
+        highs = np.flatnonzero(e >= p) + i
+        if len(highs):
+            longest = max(longest, highs[0] - last_high - 1, np.diff(highs).max(initial=1) - 1)
+            last_high = highs[-1]
+        worst = min(worst, np.divide(e, p, out=p).min())
+        if keep: p -= 1.0
+    return _Drawdown(float(growth), float(worst - 1.0), int(max(longest, n - 1 - last_high)),
+                     eq if keep else None, dd if keep else None)
+
 def equity_curve(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
     "Compounded equity after each bar, starting from 1 before the first bar (0 from a ruin bar on)."
     return np.cumprod(1.0 + clean_returns(returns, nan_policy))
 
-def _drawdown_pass(r: np.ndarray, out: np.ndarray | None = None, out2: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    "Equity and its running peak (the initial capital 1 included), one accumulation each (written to out, out2)."
-    eq = np.add(r, 1.0, out=out)
-    np.multiply.accumulate(eq, out=eq)
-    peak = np.maximum.accumulate(eq, out=out2)
-    return eq, np.maximum(peak, 1.0, out=peak)
-
-def _longest_under(eq: np.ndarray, peak: np.ndarray) -> int:
-    "Longest run of bars below the running peak: the widest gap between bars at a peak (before bar 0 and after the last count)."
-    highs = np.flatnonzero(eq >= peak)
-    return int(np.diff(np.r_[-1, highs, len(eq)]).max() - 1) if len(eq) else 0
-
 def drawdown(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
     "Drawdown after each bar relative to the running peak, the initial capital (1) included."
-    eq, peak = _drawdown_pass(clean_returns(returns, nan_policy))
-    return eq / peak - 1.0
+    return _drawdown_pass(clean_returns(returns, nan_policy), keep=True).drawdown
 
 def max_drawdown(returns: Returns, nan_policy: str = "raise") -> float:
     "Largest peak-to-trough loss as a negative fraction (0 when equity never fell below a peak; -1 at ruin)."
-    eq, peak = _drawdown_pass(clean_returns(returns, nan_policy))
-    return float((eq / peak).min() - 1.0) if len(eq) else 0.0
+    return _drawdown_pass(clean_returns(returns, nan_policy)).max_drawdown
 
 def max_drawdown_duration(returns: Returns, nan_policy: str = "raise") -> int:
     "Longest run of consecutive bars spent below a prior peak (unrecovered drawdowns, ruin included, count to the end)."
-    return _longest_under(*_drawdown_pass(clean_returns(returns, nan_policy)))
+    return _drawdown_pass(clean_returns(returns, nan_policy)).longest
 
+# %% ../nbs/03_metrics.ipynb #c1grow01
 def total_return(returns: Returns, nan_policy: str = "raise") -> float:
     "Compounded return over the whole series (-1 after ruin)."
     r = clean_returns(returns, nan_policy)
@@ -301,60 +335,54 @@ def _select(a: np.ndarray, kth: Sequence[int]) -> np.ndarray:
         todo += [(lo, ks[i], ks[:i]), (ks[i] + 1, hi, ks[i + 1:])]
     return a
 
-def _quantiles(r: np.ndarray, qs: Sequence[float], k: int, out: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    "Linear-interpolation quantiles (numpy's default) and the mean of the k+1 smallest values, from one partition."
+def _quantiles(r: np.ndarray, qs: Sequence[float], k: int) -> tuple[np.ndarray, float, float, float]:
+    "Linear-interpolation quantiles (numpy's default), the mean of the k+1 smallest values, min and max: one partition."
     n = len(r)
     pos = np.asarray(qs) * (n - 1)
     lo = np.floor(pos).astype(int)
     ks = np.unique(np.r_[lo, k])
-    part = r.copy() if out is None else out[:n]
-    if out is not None: np.copyto(part, r)
-    _select(part, ks)
+    part = _select(r.copy(), ks)
     ends = np.r_[ks[1:] + 1, n]                           # the value after a selected k is the least up to the next k
     after = {a: part[a + 1:b].min() for a, b in zip(ks.tolist(), ends.tolist()) if a + 1 < n}
     nxt = np.array([after.get(i, part[i]) for i in lo.tolist()])
-    return part[lo] + (pos - lo) * (nxt - part[lo]), float(part[:k + 1].mean())
+    q = part[lo] + (pos - lo) * (nxt - part[lo])
+    return q, float(part[:k + 1].mean()), float(part[:ks[0] + 1].min()), float(part[ks[-1]:].max())
 
-def _moments(r: np.ndarray, out: np.ndarray | None = None, out2: np.ndarray | None = None) -> tuple[float, float, float, float]:
-    "Mean, sample std (ddof=1), bias-corrected skew and excess kurtosis (scipy's bias=False, pandas' skew/kurt); NaN skew/kurt at zero std."
-    n = len(r)
-    mean, std, d = _mean_std(r, out)
-    if n < 4 or not std > 0: return mean, std, np.nan, np.nan
-    d2 = np.multiply(d, d, out=None if out2 is None else out2[:n])
-    m2, m3, m4 = d @ d / n, d2 @ d / n, d2 @ d2 / n
+def _moments(p: _Pass) -> tuple[float, float, float]:
+    "Sample std (ddof=1), bias-corrected skew and excess kurtosis (scipy's bias=False, pandas' skew/kurt); NaN skew/kurt at zero std."
+    n, std = p.n, _std(p)
+    if n < 4 or not std > 0: return std, np.nan, np.nan
+    m2, m3, m4 = p.s2 / n, p.s3 / n, p.s4 / n
     skew = np.sqrt(n * (n - 1)) / (n - 2) * m3 / m2**1.5
     kurt = ((n + 1) * (m4 / m2**2 - 3) + 6) * (n - 1) / ((n - 2) * (n - 3))
-    return mean, std, float(skew), float(kurt)
+    return std, float(skew), float(kurt)
 
-def _distribution(r: np.ndarray, alpha: float, out: np.ndarray | None = None, out2: np.ndarray | None = None) -> dict:
-    "Moments, percentiles, VaR/CVaR, best and worst of a clean sample (scratch arrays out, out2 reused when given)."
+def _distribution(r: np.ndarray, alpha: float, p: _Pass | None = None) -> dict:
+    "Moments (from pass p when given), percentiles, VaR/CVaR, best and worst of a clean sample."
     n = len(r)
     if n == 0: return {"n": 0}
-    mean, std, skew, kurt = _moments(r, out, out2)
-    q, cvar = _quantiles(r, [p / 100 for p in PERCENTILES] + [alpha], int((n - 1) * alpha), out)
-    res = {"n": n, "mean": mean, "std": std, "skew": skew, "kurtosis": kurt}
-    res.update({f"p{p}": float(v) for p, v in zip(PERCENTILES, q)})
-    return res | {"var": float(q[-1]), "cvar": cvar, "best": float(r.max()), "worst": float(r.min())}
+    p = p or _one_pass(r, higher=True)
+    std, skew, kurt = _moments(p)
+    q, cvar, worst, best = _quantiles(r, [x / 100 for x in PERCENTILES] + [alpha], int((n - 1) * alpha))
+    res = {"n": n, "mean": p.mean, "std": std, "skew": skew, "kurtosis": kurt}
+    res.update({f"p{x}": float(v) for x, v in zip(PERCENTILES, q)})
+    return res | {"var": float(q[-1]), "cvar": cvar, "best": best, "worst": worst}
 
 def pnl_distribution(returns: Returns, alpha: float = 0.05, nan_policy: str = "raise") -> dict:
     "Mean, std, skew, excess kurtosis, percentiles, historical VaR/CVaR at `alpha`, best and worst of the bars up to ruin."
     return _distribution(_lived(clean_returns(returns, nan_policy)), alpha)
 
 # %% ../nbs/03_metrics.ipynb #083ef9a7
-def _headline(r: np.ndarray, k: int | None, rf: float, P: float, dist: dict, out: np.ndarray, out2: np.ndarray) -> dict:
-    "Growth, drawdown and risk-adjusted figures of clean returns r ruined at bar k (statistics over the bars up to k)."
-    n, lived = len(r), (r if k is None else r[:k + 1])
-    eq, peak = _drawdown_pass(r, out, out2)
-    growth, longest = (eq[-1] if n else np.nan), _longest_under(eq, peak)
-    mdd = float(np.divide(eq, peak, out=peak).min() - 1.0) if n else 0.0
-    x = lived - per_period_rate(rf, P) if rf else lived
-    mean, sd = _mean_std(x, out)[:2] if rf else (dist.get("mean", np.nan), dist.get("std", np.nan))
-    active = np.count_nonzero(lived)
+def _headline(r: np.ndarray, k: int | None, p: _Pass, rfp: float, P: float) -> dict:
+    "Growth, drawdown and risk-adjusted figures of clean returns r ruined at bar k, from pass p over the bars up to k."
+    n, d = len(r), _drawdown_pass(r)
+    sh, so = _ratios(p, rfp, P)
+    cg = _cagr(d.growth, n, P)
     return {"n_bars": n, "periods_per_year": P, "ruined": float(k is not None), "ruin_bar": np.nan if k is None else k,
-            "total_return": growth - 1, "cagr": _cagr(growth, n, P), "annual_volatility": dist.get("std", np.nan) * np.sqrt(P),
-            "sharpe": mean / sd * np.sqrt(P) if sd > 0 else np.nan, "sortino": _sortino(x, mean, P, out),
-            "max_drawdown": mdd, "max_drawdown_bars": longest, "calmar": _cagr(growth, n, P) / -mdd if mdd < 0 else np.nan,
-            "hit_rate": np.count_nonzero(lived > 0) / active if active else np.nan}
+            "total_return": d.growth - 1 if n else np.nan, "cagr": cg, "annual_volatility": _std(p) * np.sqrt(P),
+            "sharpe": sh, "sortino": so, "max_drawdown": d.max_drawdown, "max_drawdown_bars": d.longest,
+            "calmar": cg / -d.max_drawdown if d.max_drawdown < 0 else np.nan,
+            "hit_rate": p.wins / p.active if p.active else np.nan}
 
 def summary(returns: Returns, positions: Returns | None = None, trade_returns: Returns | None = None,
             rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise",
@@ -363,12 +391,12 @@ def summary(returns: Returns, positions: Returns | None = None, trade_returns: R
     P = resolve_periods(returns, periods_per_year)
     r = clean_returns(returns, nan_policy)
     k = _ruin(r)
-    scratch = np.empty(len(r)), np.empty(len(r))         # two work arrays serve every pass: no fresh memory per step
-    dist = _distribution(r if k is None else r[:k + 1], alpha, *scratch)
-    out = _headline(r, k, rf, P, dist, *scratch)
+    lived, rfp = (r if k is None else r[:k + 1]), (per_period_rate(rf, P) if rf else 0.0)
+    p = _one_pass(lived, rfp, higher=True)                # one pass: moments, downside, hit counts
+    out = _headline(r, k, p, rfp, P)
     if positions is not None:
         out.update(turnover=turnover(positions, P), exposure=exposure(positions))
-    out.update({f"bar_{name}": v for name, v in dist.items()})
+    out.update({f"bar_{name}": v for name, v in _distribution(lived, alpha, p).items()})
     if trade_returns is not None:
         t = _float_array(trade_returns, what="trade returns")
         out.update({f"trade_{name}": v for name, v in _distribution(t, alpha).items()})

@@ -186,3 +186,23 @@ def test_chapter_states_empyrical_nan_convention():
     peers = text[text.index("## Where atf differs"):]
     nan = peers[peers.index("**NaN**"):peers.index("**Risk-free rate**")]
     assert "annual_return" in nan and "calmar_ratio" in nan and '"zero"' in nan
+
+
+@pytest.mark.parametrize("n", [m.BLOCK - 1, m.BLOCK, m.BLOCK + 1, 3 * m.BLOCK + 5])
+def test_blocked_passes_equal_the_plain_formulas(n):
+    "summary walks long series block by block; the result is the whole-array formula's, block edges included."
+    r = np.random.default_rng(n).standard_t(3, n) * 0.01 + 0.0002
+    j = min(m.BLOCK - 2, n - 4)
+    r[j:j + 4] = [0.3, -0.2, 0.01, 0.02]                             # a new high, then a drawdown across the first edge
+    eq = np.cumprod(1 + r)
+    dd = eq / np.maximum.accumulate(np.maximum(eq, 1.0)) - 1
+    runs = np.diff(np.r_[0, (dd < 0).astype(np.int8), 0])
+    longest = (np.flatnonzero(runs == -1) - np.flatnonzero(runs == 1)).max()
+    assert (m.drawdown(r) == dd).all() and m.max_drawdown(r) == dd.min() and m.max_drawdown_duration(r) == longest
+    s = m.summary(r, periods_per_year=252)
+    assert s["max_drawdown"] == dd.min() and s["max_drawdown_bars"] == longest and s["total_return"] == eq[-1] - 1
+    from scipy import stats
+    assert np.isclose(s["sharpe"], r.mean() / r.std(ddof=1) * np.sqrt(252), rtol=1e-12)
+    assert np.isclose(s["sortino"], r.mean() / np.sqrt(np.mean(np.minimum(r, 0) ** 2)) * np.sqrt(252), rtol=1e-12)
+    assert np.allclose([s["bar_skew"], s["bar_kurtosis"]], [stats.skew(r, bias=False), stats.kurtosis(r, bias=False)], rtol=1e-10)
+    assert s["hit_rate"] == (r > 0).sum() / (r != 0).sum()
