@@ -133,6 +133,7 @@ def clean_returns(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
     r = _float_array(returns, nan_policy)
     return np.maximum(r, -1.0) if lo < -1.0 else r      # -1 less floating residue is -1: ruin
 
+# %% ../nbs/03_metrics.ipynb #a2resol1
 def resolve_periods(returns: Returns, periods_per_year: float | None) -> float:
     "The explicit periods_per_year, or the one inferred from the returns' DatetimeIndex."
     if periods_per_year is not None:
@@ -348,6 +349,7 @@ def _quantiles(r: np.ndarray, qs: Sequence[float], k: int) -> tuple[np.ndarray, 
     q = part[lo] + (pos - lo) * (nxt - part[lo])
     return q, float(part[:k + 1].mean()), float(part[:ks[0] + 1].min()), float(part[ks[-1]:].max())
 
+# %% ../nbs/03_metrics.ipynb #c1dist02
 def _moments(p: _Pass) -> tuple[float, float, float]:
     "Sample std (ddof=1), bias-corrected skew and excess kurtosis (scipy's bias=False, pandas' skew/kurt); NaN skew/kurt at zero std."
     n, std = p.n, _std(p)
