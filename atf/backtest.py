@@ -37,7 +37,7 @@ def asset_returns(prices: np.ndarray) -> np.ndarray:
     r[1:] = prices[1:] / prices[:-1] - 1.0
     return r
 
-# %% ../nbs/05_backtest.ipynb #7757d59f
+# %% ../nbs/05_backtest.ipynb #eb3b3daf
 REBALANCE = ("on_change", "every_bar")
 
 def cost_rates(fee: float, slippage: float) -> tuple[float, float]:
@@ -53,7 +53,7 @@ def check_rebalance(rebalance: str) -> str:
     if rebalance not in REBALANCE: raise ValueError(f"rebalance={rebalance!r}: use one of {list(REBALANCE)}")
     return rebalance
 
-# %% ../nbs/05_backtest.ipynb #026dc6e0
+# %% ../nbs/05_backtest.ipynb #276150aa
 def held_weights(r: np.ndarray,                 # asset returns, (n, 1) or (n, m)
                  w: np.ndarray,                 # target weights, (n, m)
                  rebalance: str = "on_change",  # or "every_bar": the targets are held as they are
@@ -72,7 +72,7 @@ def held_weights(r: np.ndarray,                 # asset returns, (n, 1) or (n, m
     held = w * x                                      # shares bought at `start`, cash kept: weight after drift x
     return held / (1.0 - (w - held).sum(axis=1, keepdims=True) if portfolio else 1.0 - w + held), change
 
-# %% ../nbs/05_backtest.ipynb #8da9ecc8
+# %% ../nbs/05_backtest.ipynb #615778a3
 def simulate(r: np.ndarray, w: np.ndarray, fee: float = 0.0, slippage: float = 0.0, trade: np.ndarray | None = None,
              block: int = 1_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Gross growth g, cost factor c and drifted weight w_d per bar, for returns `r` and held weights `w` (2-D)."
@@ -95,7 +95,7 @@ def simulate(r: np.ndarray, w: np.ndarray, fee: float = 0.0, slippage: float = 0
     if trade is not None: c[~trade] = 1.0         # a held position trades nothing (w == w_d up to rounding)
     return g, c, wd
 
-# %% ../nbs/05_backtest.ipynb #3a8448ed
+# %% ../nbs/05_backtest.ipynb #eaafd221
 @dataclass
 class BacktestResult:
     "Net returns, equity, costs and turnover of a backtest; columns are strategies or assets."
@@ -142,7 +142,7 @@ class BacktestResult:
                             for c in self.returns.columns})
         return out.iloc[:, 0] if self.squeeze else out
 
-# %% ../nbs/05_backtest.ipynb #781b4c91
+# %% ../nbs/05_backtest.ipynb #bf1ba7e0
 def _labels(prices, positions) -> tuple[pd.Index | None, list | None]:
     "Row index and column names taken from whichever input carries them."
     index = next((x.index for x in (positions, prices) if isinstance(x, (pd.Series, pd.DataFrame))), None)
@@ -164,7 +164,7 @@ def _close_of_bars(prices):
                          f"(columns: {list(prices.columns)}): pass prices['close'], or one column per asset")
     return prices["close"]
 
-# %% ../nbs/05_backtest.ipynb #44f89539
+# %% ../nbs/05_backtest.ipynb #6de029dd
 def backtest(prices,                       # closes: Series, array, an OHLCV frame (its close) or one column per asset
              positions,                    # target positions decided at each bar's close: Series, array or DataFrame
              fee_bps: float = 0.0,         # commission, basis points of the notional traded
@@ -204,7 +204,7 @@ def backtest(prices,                       # closes: Series, array, an OHLCV fra
                           costs=frame(costs), turnover=frame(traded), asset_returns=r, fee=fee, slippage=slip,
                           rebalance=rebalance, initial_capital=initial_capital, squeeze=w1d and p1d)
 
-# %% ../nbs/05_backtest.ipynb #443bafb6
+# %% ../nbs/05_backtest.ipynb #95038681
 def portfolio_cost_factor(w: np.ndarray, wd: np.ndarray, k_buy: float, k_sell: float, max_iter: int = 20) -> np.ndarray:
     "Equity kept when trading from drifted weights `wd` to targets `w` (last axis = assets), one factor per row."
     w, wd = np.asarray(w, dtype=float), np.asarray(wd, dtype=float)

@@ -318,7 +318,7 @@ def run_asset(cfg: ExperimentConfig, df: pd.DataFrame, key: str, out: Path, prog
     return {"folds": folds, "oos": res.net_returns, "positions": res.positions.iloc[:, 0], "benchmark": bh.net_returns,
             "logistic": lres.net_returns, "periods_per_year": P, "studies": studies, "model": model_path, "close": close}
 
-# %% ../nbs/15_experiments.ipynb #fab84e55
+# %% ../nbs/15_experiments.ipynb #eb8a0fb7
 def _regime_table(oos: pd.Series, regimes: pd.Series, P: float) -> pd.DataFrame:
     from atf.metrics import summary
     g = regimes.reindex(oos.index)
@@ -337,7 +337,7 @@ def _optuna_figures(study_name: str, storage: str) -> list:
         except (RuntimeError, ValueError) as e: log.info("no parameter importance: %s", e)
     return figs
 
-# %% ../nbs/15_experiments.ipynb #15245b67
+# %% ../nbs/15_experiments.ipynb #50044b6d
 def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Metrics table, regime table, out-of-sample CSV, plots and HTML report of one asset x timeframe."
     import plotly.graph_objects as go
@@ -363,7 +363,7 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
                  extra_tables={"By market regime": reg})
     return table, reg
 
-# %% ../nbs/15_experiments.ipynb #ddb2b5c0
+# %% ../nbs/15_experiments.ipynb #62708c45
 def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: bool = True, git_commit_summary: bool = False) -> Path:
     "Run every asset x timeframe, write reports under output_dir/run_id, record the run in the memory bank."
     import atf
