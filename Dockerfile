@@ -4,6 +4,9 @@
 #   atf export reports/<run-id>                       # writes reports/<run-id>/models/<key>/
 #   docker build --build-arg MODEL_DIR=reports/<run-id>/models/<key> -t atf-serve .
 #   docker run -d -p 127.0.0.1:8000:8000 -e ATF_API_KEY=... atf-serve
+# The service refuses to start without a key (an empty one included); `... atf-serve --no-auth` serves without one,
+# with a warning, and never on /admin/*. Timeouts and connection limits are `atf serve` options (--header-timeout,
+# --body-timeout, --max-connections, --max-in-flight, ...); in production put a reverse proxy in front.
 # or mount a model instead of copying one in:  docker run -v $PWD/reports/<run-id>/models/<key>:/model:ro ...
 # Behind a TLS-intercepting proxy, mount its CA for the build only (it never lands in the image):
 #   -v /etc/ssl/certs/ca-certificates.crt:/run/host-ca/ca.crt:ro --build-arg PIP_CERT=/run/host-ca/ca.crt
@@ -35,6 +38,7 @@ USER 10001
 # HOST and PORT may be overridden at run time (-e PORT=...); extra arguments go to `atf serve` (e.g. --fallback)
 ENV HOST=0.0.0.0 PORT=8000
 EXPOSE 8000
+# the check calls /health where the server listens: $HOST ($PORT), a wildcard address read as loopback, no proxy
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/health\", timeout=2)"]
+  CMD ["python3", "-c", "import atf.serve_cli as c; raise SystemExit(c.healthcheck())"]
 ENTRYPOINT ["sh", "-c", "exec atf serve /model --host \"$HOST\" --port \"$PORT\" \"$@\"", "atf-serve"]

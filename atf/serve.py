@@ -624,25 +624,18 @@ def bars_frame(bars: list, # validated `Bar` items
     except DataValidationError as e: raise _unprocessable(["body", "bars"], str(e)) from None
     return df
 
-# %% ../nbs/19_serve.ipynb #aacc42d7
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    "uvicorn's httptools protocol with a deadline and a size limit on each request head, and a connection cap."
+# %% ../nbs/19_serve.ipynb #1facfe69
+class _HeadTooLarge(Exception): pass
+
+class _HeadGuard:
+    "The deadline and size limit on request heads, and the shared idle list, for `GuardedHttpToolsProtocol`."
     header_timeout_s, max_header_bytes, max_connections = 10.0, 16_384, 1000     # set per server by `guarded_protocol`
     idle: OrderedDict = OrderedDict()             # connections with no request in progress, idle longest first
     on_drop = staticmethod(lambda reason: None)
-    _head_timer, _head_bytes = None, 0
-
-    def connection_made(self, transport):
-        super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
-            victim = next(iter(self.idle), None)
-            if victim is None: self.on_drop("refused"); transport.close(); return
-            victim._drop("evicted")
-        self.idle[self] = None
-        self._start_head()
+    _head_timer, _head_bytes, _head_size = None, 0, 0
 
     def _start_head(self):
-        self._head_bytes = 0
+        self._head_bytes = self._head_size = 0
         self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_late)
 
     def _stop_head(self):
@@ -658,15 +651,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if status: self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             self.transport.close()
 
+    def _count(self, n: int):
+        "Count head bytes as the parser reads them; a head that arrives whole is stopped before the app runs."
+        self._head_size += n
+        if self._head_size > self.max_header_bytes: raise _HeadTooLarge     # the parser fails: send_400_response
+
+# %% ../nbs/19_serve.ipynb #1712118f
+class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
+    "uvicorn's httptools protocol with a deadline and a size limit on each request head, and a connection cap."
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            victim = next(iter(self.idle), None)
+            if victim is None: self.on_drop("refused"); transport.close(); return
+            victim._drop("evicted")
+        self.idle[self] = None
+        self._start_head()
+
     def data_received(self, data: bytes):
         super().data_received(data)
-        if self._head_timer is not None and not self.transport.is_closing():
+        if self._head_timer is not None and not self.transport.is_closing():    # a head still arriving, piece by piece
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes: self._drop("header_too_large", b"431 Request Header Fields Too Large")
 
     def on_message_begin(self):
         super().on_message_begin()
         if self._head_timer is None: self._start_head()          # the next request on a kept-alive connection
+
+    def on_url(self, url: bytes):
+        self._count(len(url)); super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes):
+        self._count(len(name) + len(value) + 4); super().on_header(name, value)
 
     def on_headers_complete(self):
         self._stop_head(); self.idle.pop(self, None)
@@ -681,9 +697,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str):
+        if self._head_size > self.max_header_bytes: return self._drop("header_too_large", b"431 Request Header Fields Too Large")
         self.on_drop("bad_request"); super().send_400_response(msg)
 
-# %% ../nbs/19_serve.ipynb #3f95a791
+# %% ../nbs/19_serve.ipynb #7e7b9e22
 def guarded_protocol(header_timeout_s: float, # the request line and headers must be complete within this
                      max_header_bytes: int, # a longer head gets 431
                      max_connections: int, # at the cap, the connection idle longest is closed
@@ -694,7 +711,7 @@ def guarded_protocol(header_timeout_s: float, # the request line and headers mus
         "header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes, "max_connections": max_connections,
         "idle": OrderedDict(), "on_drop": staticmethod(on_drop)})
 
-# %% ../nbs/19_serve.ipynb #ae5089ea
+# %% ../nbs/19_serve.ipynb #271b6218
 class _Refused(Exception):
     "An answer decided before the app runs."
     def __init__(self, status: int, detail: str, headers: tuple = ()): self.status, self.detail, self.headers = status, detail, headers
@@ -717,7 +734,7 @@ def _headers(scope, *names: bytes) -> list[bytes | None]:
         if k in found and found[k] is None: found[k] = v
     return list(found.values())
 
-# %% ../nbs/19_serve.ipynb #ecf90821
+# %% ../nbs/19_serve.ipynb #07522260
 class Guard:
     "Outermost ASGI layer: key, load limit, body size and deadline, aborted uploads; one metrics entry per answer."
     def __init__(self, app, service: Service, paths: set[str]):
@@ -764,7 +781,7 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > self.cfg.max_body_bytes:
             raise _Refused(413, f"request body above {self.cfg.max_body_bytes} bytes", _CLOSE)
 
-# %% ../nbs/19_serve.ipynb #ab7b6847
+# %% ../nbs/19_serve.ipynb #2858a518
 async def read_body(scope, receive, # the ASGI request scope and receive channel
                     cfg: ServeConfig, # max_body_bytes and body_timeout_s
                     ):
@@ -790,7 +807,7 @@ async def read_body(scope, receive, # the ASGI request scope and receive channel
         return {"type": "http.request", "body": body, "more_body": False}
     return replay
 
-# %% ../nbs/19_serve.ipynb #d1d7f3b6
+# %% ../nbs/19_serve.ipynb #bc0367b3
 def _predict_route(app: FastAPI, svc: Service) -> None:
     "POST /predict: the body is parsed by `parse_request` against the current contract (documented in `_openapi`)."
     cfg = svc.cfg
@@ -831,7 +848,7 @@ def _json(content: dict) -> Response:
     "A JSON response serialised with orjson (the /predict hot path skips response-model validation)."
     return Response(orjson.dumps(content), media_type="application/json")
 
-# %% ../nbs/19_serve.ipynb #c00d7775
+# %% ../nbs/19_serve.ipynb #8ebd2be4
 class ReadyAnswer(BaseModel):
     ready: bool
     model_key: str | None = None
@@ -859,7 +876,7 @@ def _probe_routes(app: FastAPI, svc: Service) -> None:
         "Prometheus text format."
         return PlainTextResponse(metrics_text(svc).decode(), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/19_serve.ipynb #15fb824e
+# %% ../nbs/19_serve.ipynb #d059799e
 def _info_routes(app: FastAPI, svc: Service) -> None:
     "/model, /drift, /status and /admin/reload (all behind the key)."
     @app.get("/model")
@@ -894,7 +911,7 @@ def _info_routes(app: FastAPI, svc: Service) -> None:
         svc.request_latency, svc.inference_latency = LatencyWindow(), LatencyWindow()
         return {"ready": m.primary is not None, "reason": m.primary_error}
 
-# %% ../nbs/19_serve.ipynb #857c16cb
+# %% ../nbs/19_serve.ipynb #79405f4d
 def _error_codes(path: str, method: str, cfg: ServeConfig) -> dict[str, str]:
     "The error answers an operation can give, for the schema."
     codes = {}
@@ -930,7 +947,7 @@ def _openapi(app: FastAPI, svc: Service) -> dict:
     app.openapi_schema, app.state.openapi_generation = schema, models.generation
     return schema
 
-# %% ../nbs/19_serve.ipynb #241a51dd
+# %% ../nbs/19_serve.ipynb #ecbcfe73
 def create_app(cfg: ServeConfig, # checked on creation: see `ServeConfig`
                ) -> FastAPI:
     "The FastAPI app for one primary model directory (and an optional fallback), behind `Guard`."
@@ -958,7 +975,7 @@ def create_app(cfg: ServeConfig, # checked on creation: see `ServeConfig`
     app.add_middleware(Guard, service=svc, paths={r.path for r in app.routes})   # added last: the outermost layer
     return app
 
-# %% ../nbs/19_serve.ipynb #2d7dbdde
+# %% ../nbs/19_serve.ipynb #9d3868bd
 def _connection_cap(wanted: int, reserve: int = 64) -> int:
     "Raise the soft open-files limit toward the hard one if needed; the connection cap that fits under it."
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

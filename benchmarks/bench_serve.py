@@ -2,7 +2,8 @@
 
 1. Per-call inference, in process: the exported ONNX graph in onnxruntime vs the eager PyTorch pipeline (the same
    scaler + network), one row and 64 rows, 1 thread each.
-2. Over HTTP: `atf serve` (uvicorn, 1 worker, 1 inference thread) with --backend onnx and --backend torch; requests
+2. Over HTTP: `atf serve` (uvicorn, 1 worker, 1 inference thread, an API key, the default connection limits and
+   timeouts) with --backend onnx and --backend torch; requests
    are sent at a fixed rate (open loop: a slow answer does not slow the sender) for batch 1 and batch 64; client-side
    latency p50/p95/p99, achieved requests/s and errors.
 Goals on 2 cores: p99 <= 10 ms at 200 requests/s for batch 1, and onnxruntime >= 3x eager PyTorch per single row.
@@ -57,9 +58,12 @@ class Connection:
         return status, await self.reader.readexactly(length)
 
 
+KEY = "bench-key"
+
+
 async def open_loop(host: str, port: int, body: bytes, rate: float, seconds: float, connections: int = 32) -> dict:
     "Send `rate` requests/s for `seconds`, each on its own schedule (open loop); latency per request, errors, rate."
-    request = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    request = (f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nX-API-Key: {KEY}\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     pool: asyncio.Queue = asyncio.Queue()
     for _ in range(connections): pool.put_nowait(await Connection.open(host, port))
@@ -126,9 +130,9 @@ def main() -> int:
     failed = 0
     for backend in ("onnx", "torch"):
         port = free_port()
-        atf = str(Path(sys.executable).parent / "atf")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen([atf, "serve", str(model), "--port", str(port), "--backend", backend, "--threads", "1"],
+        proc = subprocess.Popen([sys.executable, "-m", "atf.serve_cli", str(model), "--port", str(port), "--api-key", KEY,
+                                 "--backend", backend, "--threads", "1"],       # = `atf serve ...`
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -140,9 +144,9 @@ def main() -> int:
             for b in a.batches:
                 payload = {"features": rng.normal(size=(b, W, f)).round(6).tolist()}
                 if m["kind"] == "rl": payload["state"] = [[0.0] * len(m["state"])] * b
-                httpx.post(url + "/admin/reload")                        # fresh latency window on the server
+                httpx.post(url + "/admin/reload", headers={"X-API-Key": KEY}, timeout=30)   # fresh latency window on the server
                 r = asyncio.run(open_loop("127.0.0.1", port, json.dumps(payload).encode(), a.rate, a.seconds))
-                srv = httpx.get(url + "/status").json()["request_latency"]
+                srv = httpx.get(url + "/status", headers={"X-API-Key": KEY}).json()["request_latency"]
                 failed += r["errors"]
                 print(f"  {backend:5s} batch {b:3d}: client p50 {r['p50']:6.2f}  p95 {r['p95']:6.2f}  p99 {r['p99']:6.2f} ms | "
                       f"server p50 {srv['p50_ms']:6.2f}  p99 {srv['p99_ms']:6.2f} ms | {r['rps']:6.1f} req/s  "

@@ -71,6 +71,12 @@ podman build -q --format docker --build-arg BASE_IMAGE="$BASE" --network host \
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 log "built $IMAGE on $BASE in $(( $(date +%s) - t0 )) s, $(( size / 1000000 )) MB"
 
+# no key, no service: the container must refuse to start (fail closed on 0.0.0.0), with one line saying why
+set +e
+refusal=$(timeout 60 podman run --rm --network host -e HOST=127.0.0.1 -e PORT="$PORT" "$IMAGE" 2>&1 >/dev/null); rc=$?
+set -e
+[ "$rc" = 2 ] && echo "$refusal" | grep -q "no API key" || { echo "FAIL: without ATF_API_KEY the container gave rc $rc: $refusal" >&2; exit 1; }
+
 # no systemd here for podman's healthcheck timers: the check is run by hand below
 podman run -d --name "$NAME" --network host --health-interval disable -e ATF_API_KEY=smoke-key -e HOST=127.0.0.1 \
   -e PORT="$PORT" "$IMAGE" >/dev/null 2>>"$plog"
@@ -88,11 +94,13 @@ PY
 )
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' -d "$body" "http://127.0.0.1:$PORT/predict")
 [ "$code" = 401 ] || { echo "FAIL: /predict without the API key answered $code" >&2; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/model")
+[ "$code" = 401 ] || { echo "FAIL: /model without the API key answered $code" >&2; exit 1; }
 answer=$(curl -fsS -X POST -H 'content-type: application/json' -H 'X-API-Key: smoke-key' -d "$body" "http://127.0.0.1:$PORT/predict")
 echo "$answer" | grep -q '"model":"primary"' || { echo "FAIL: /predict answered $answer" >&2; exit 1; }
 [ "$(podman exec "$NAME" id -u)" = 10001 ] || { echo "FAIL: the service does not run as uid 10001" >&2; exit 1; }
 if podman exec "$NAME" python3 -c "import torch" >/dev/null 2>&1; then echo "FAIL: torch is in the serving image" >&2; exit 1; fi
 podman healthcheck run "$NAME" >/dev/null 2>>"$plog" || { cat "$plog" >&2; podman healthcheck run "$NAME" >&2; echo "FAIL: HEALTHCHECK" >&2; exit 1; }
 podman stop -t 10 "$NAME" >/dev/null 2>>"$plog"
-log "OK: /ready 200, /predict 401 without key and a primary answer with it, uid 10001, no torch, HEALTHCHECK healthy; image $(( size / 1000000 )) MB"
+log "OK: refuses to start without a key, /ready 200, /predict and /model 401 without key, a primary answer with it, uid 10001, no torch, HEALTHCHECK healthy; image $(( size / 1000000 )) MB"
 log "answer: $answer"
