@@ -123,6 +123,7 @@ def _float_array(values: Returns, nan_policy: str = "raise", what: str = "return
 def clean_returns(returns: Returns, nan_policy: str = "raise") -> np.ndarray:
     "Simple returns as a float array under the NaN policy; a return below -100% is an error naming the bar."
     r = np.asarray(returns, dtype=float)
+    if r.ndim == 1 and len(r) and r.min() >= -1.0 and r.max() < np.inf: return r   # the common case: two reductions
     lo = np.fmin.reduce(r) if r.ndim == 1 and len(r) else 0.0      # the lowest return, NaN ignored
     if -np.inf < lo < -1.0 - RUIN_TOL:
         bad = np.flatnonzero(r < -1.0 - RUIN_TOL)
@@ -163,14 +164,14 @@ def _lived(r: np.ndarray) -> np.ndarray:
 
 # %% ../nbs/03_metrics.ipynb #a1pass01
 ZERO_VOL = 1e-12   # a deviation below ZERO_VOL * (1 + |mean return|) is floating residue: zero
-BLOCK = 1 << 14    # bars per block of the one-pass loops: a block's work arrays stay in cache
+BLOCK = 1 << 16    # bars per block of the one-pass loops: a block's work arrays stay in cache
 
 class _Pass(NamedTuple):
     "Sums from one pass over returns: deviations from the mean, downside below a target, signs."
     n: int; mean: float; s2: float; s3: float; s4: float; down: float; active: int; wins: int
 
-def _one_pass(x: np.ndarray, target: float = 0.0, higher: bool = False) -> _Pass:
-    "The mean, then block by block: sums of (x-mean)^2 (^3, ^4 when `higher`), of min(x-target, 0)^2, non-zero and positive bars."
+def _one_pass(x: np.ndarray, target: float = 0.0, higher: bool = False, tails: bool = True) -> _Pass:
+    "The mean, then block by block: sums of (x-mean)^2 (^3, ^4 when `higher`), and with `tails` of min(x-target, 0)^2 and the non-zero and positive bars."
     n = len(x)
     mean = float(x.mean()) if n else np.nan
     d, e = np.empty(min(BLOCK, n)), np.empty(min(BLOCK, n))
@@ -183,9 +184,10 @@ def _one_pass(x: np.ndarray, target: float = 0.0, higher: bool = False) -> _Pass
         if higher:
             ei = np.multiply(di, di, out=e[:len(xi)])
             s3, s4 = s3 + ei @ di, s4 + ei @ ei
-        li = np.minimum(np.subtract(xi, target, out=d[:len(xi)]), 0.0, out=d[:len(xi)])
-        down += li @ li
-        active, wins = active + np.count_nonzero(xi), wins + np.count_nonzero(xi > 0)
+        if tails:
+            li = np.minimum(np.subtract(xi, target, out=d[:len(xi)]), 0.0, out=d[:len(xi)])
+            down += li @ li
+            active, wins = active + np.count_nonzero(xi), wins + np.count_nonzero(xi > 0)
     return _Pass(n, mean, float(s2), float(s3), float(s4), float(down), active, wins)
 
 def _is_zero(dev: float, mean: float) -> bool:
@@ -206,15 +208,15 @@ def _ratios(p: _Pass, rfp: float, P: float) -> tuple[float, float]:
     sh = excess / sd * np.sqrt(P) if sd > 0 else np.nan
     return float(sh), (np.nan if _is_zero(dd, p.mean) else float(excess / dd * np.sqrt(P)))
 
-def _lived_pass(returns, rf, periods_per_year, nan_policy):
+def _lived_pass(returns, rf, periods_per_year, nan_policy, tails=True):
     "One pass over the bars lived (up to ruin), the per-bar rf and the periods per year."
     P = resolve_periods(returns, periods_per_year)
     rfp = per_period_rate(rf, P) if rf else 0.0
-    return _one_pass(_lived(clean_returns(returns, nan_policy)), rfp), rfp, P
+    return _one_pass(_lived(clean_returns(returns, nan_policy)), rfp, tails=tails), rfp, P
 
 def sharpe(returns: Returns, rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "Annualised Sharpe ratio: mean(excess)/std(excess, ddof=1)*sqrt(P); NaN when the std is 0 (to floating error) or n < 2."
-    return _ratios(*_lived_pass(returns, rf, periods_per_year, nan_policy))[0]
+    return _ratios(*_lived_pass(returns, rf, periods_per_year, nan_policy, tails=False))[0]
 
 def sortino(returns: Returns, rf: float = 0.0, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "Annualised Sortino ratio with downside deviation sqrt(mean(min(excess,0)^2)) over all bars; NaN when that is 0."
@@ -222,7 +224,7 @@ def sortino(returns: Returns, rf: float = 0.0, periods_per_year: float | None = 
 
 def annual_volatility(returns: Returns, periods_per_year: float | None = None, nan_policy: str = "raise") -> float:
     "Annualised standard deviation of bar returns (ddof=1); 0 when zero to within floating error."
-    p, _, P = _lived_pass(returns, 0.0, periods_per_year, nan_policy)
+    p, _, P = _lived_pass(returns, 0.0, periods_per_year, nan_policy, tails=False)
     return _std(p) * np.sqrt(P)
 
 # %% ../nbs/03_metrics.ipynb #a3012536
