@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .metrics import ZERO_VOL
+
 # %% auto #0
 __all__ = ['equity_figure', 'drawdown_figure', 'rolling_sharpe', 'rolling_sharpe_figure', 'pnl_histogram', 'write_report',
            'save_png_charts']
@@ -40,7 +42,8 @@ def drawdown_figure(returns: pd.Series, benchmark: pd.Series | None = None):
 def rolling_sharpe(returns: pd.Series, window: int, periods_per_year: float) -> pd.Series:
     "Annualised Sharpe over a trailing window of bars (NaN until the window fills or when flat)."
     m, s = returns.rolling(window).mean(), returns.rolling(window).std(ddof=1)
-    return (m / s.where(s > 0) * np.sqrt(periods_per_year)).rename("rolling_sharpe")
+    flat = s <= ZERO_VOL * (1.0 + m.abs())              # atf.metrics' rule: floating residue is no volatility
+    return (m / s.mask(flat) * np.sqrt(periods_per_year)).rename("rolling_sharpe")
 
 def rolling_sharpe_figure(returns: pd.Series, benchmark: pd.Series | None, window: int, periods_per_year: float):
     import plotly.graph_objects as go

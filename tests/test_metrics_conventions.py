@@ -206,3 +206,12 @@ def test_blocked_passes_equal_the_plain_formulas(n):
     assert np.isclose(s["sortino"], r.mean() / np.sqrt(np.mean(np.minimum(r, 0) ** 2)) * np.sqrt(252), rtol=1e-12)
     assert np.allclose([s["bar_skew"], s["bar_kurtosis"]], [stats.skew(r, bias=False), stats.kurtosis(r, bias=False)], rtol=1e-10)
     assert s["hit_rate"] == (r > 0).sum() / (r != 0).sum()
+
+
+def test_rolling_sharpe_reads_floating_residue_as_no_volatility():
+    "The report's rolling Sharpe follows atf.metrics: a constant return has no Sharpe, not 1e16."
+    from atf.reports import rolling_sharpe
+    price = 100 * 1.0007 ** np.arange(301)                    # a price compounding at a constant rate
+    r = pd.Series(np.diff(price) / price[:-1], index=pd.bdate_range("2021-01-01", periods=300))
+    assert r.rolling(20).std().dropna().gt(0).any()          # the residue is there (pandas' rolling std)...
+    assert rolling_sharpe(r, 20, 252).dropna().empty          # ...and is not read as volatility
