@@ -46,7 +46,9 @@ def cost_rates(fee: float, slippage: float) -> tuple[float, float]:
 
 def cost_factor(wd, w, k_buy: float, k_sell: float):
     "Equity kept when trading one asset from drifted weight `wd` to weight `w`: (1 + k wd) / (1 + k w)."
-    k = np.where(np.greater(w, wd), k_buy, -k_sell)       # buying pays k_buy, selling k_sell; w == wd gives 1
+    # buying pays k_buy, selling k_sell; w == wd gives exactly 1. Two Python floats skip NumPy: a step loop calls this.
+    if type(w) is float and type(wd) is float: k = k_buy if w > wd else -k_sell
+    else: k = np.where(np.greater(w, wd), k_buy, -k_sell)
     return (1.0 + k * wd) / (1.0 + k * w)
 
 def check_rebalance(rebalance: str) -> str:
@@ -279,7 +281,7 @@ def trade_table(w, wd, g, c, k_buy: float, k_sell: float, index, column) -> pd.D
     n = len(w)
     sw, sd = np.sign(w), np.sign(wd)
     exiting = (sd != 0) & (sd != sw)
-    ex = np.where(exiting, np.where(wd > 0, 1 - k_sell * wd, 1 + k_buy * wd), 1.0)
+    ex = np.where(exiting, cost_factor(wd, 0.0, k_buy, k_sell), 1.0)   # closing the old position
     H = np.cumsum(np.log(g) + np.log(ex))        # belongs to the trade held into the bar
     E = np.cumsum(np.log(c) - np.log(ex))        # belongs to the trade decided at the bar
     cp = np.flatnonzero(np.r_[True, sw[1:] != sw[:-1]])
