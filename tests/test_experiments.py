@@ -165,3 +165,20 @@ def test_bad_rl_config_names_the_key():
         load_experiment({"model": {"name": "ppo"}, "tuning": {"metric": "sharpe"}, "rl": {"reward": "sharp"}})
     with pytest.raises(ConfigError, match="not an RL validation metric"):
         load_experiment({"model": {"name": "a2c"}, "tuning": {"metric": "f1"}})
+
+
+def test_fold_tasks_pickle_and_every_executor_gives_the_same_results(tmp_path):
+    "A fold is a picklable task; serial and process-pool executors give identical out-of-sample results."
+    import pickle
+    from atf.experiments import ProcessExecutor, SerialExecutor, fold_tasks, run_asset
+    cfg = load_experiment({**TINY, "tuning": {"n_trials": 2, "metric": "sharpe", "pruner": "none"}, "memory_bank": None})
+    tasks = fold_tasks(cfg, "MSFT", "native", tmp_path / "t", 252.0)
+    assert len(tasks) >= 2 and pickle.loads(pickle.dumps(tasks[0])).fold.test.tolist() == tasks[0].fold.test.tolist()
+    assert [t.save_model is not None for t in tasks] == [False] * (len(tasks) - 1) + [True]
+    (tmp_path / "a").mkdir(); (tmp_path / "b").mkdir()
+    a = run_asset(cfg, "MSFT", "native", tmp_path / "a", False, SerialExecutor())
+    b = run_asset(cfg, "MSFT", "native", tmp_path / "b", False, ProcessExecutor(2))
+    for k in ("oos", "positions", "benchmark", "logistic"):
+        pd.testing.assert_series_equal(a[k], b[k])
+    pd.testing.assert_frame_equal(a["folds"], b["folds"])
+    assert a["model"].exists() and b["model"].exists()
