@@ -5,20 +5,24 @@
 # %% ../nbs/16_envs.ipynb #aaf81b47
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
 from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv
 
-from .backtest import check_rebalance, cost_factor, cost_rates
+from .backtest import asset_returns, check_rebalance, cost_factor, cost_rates, portfolio_cost_factor
+from .data import load_dataset, validate_ohlcv
 from .features import FeatureSpec, fit_scaler, make_features
 
 # %% auto #0
-__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'differential_sharpe', 'episode_bounds', 'TradingEnv', 'TradingVecEnv',
-           'PortfolioEnv']
+__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'differential_sharpe', 'episode_bounds', 'EnvArrays', 'feature_rows',
+           'scaled_features', 'env_arrays', 'TradingEnv', 'TradingVecEnv', 'portfolio_arrays', 'PortfolioEnv']
 
 # %% ../nbs/16_envs.ipynb #b4de254b
 OBS_CLIP = 10.0
@@ -39,69 +43,148 @@ def episode_bounds(first: int, end: int, random_start: bool, episode_length: int
     t_end = np.full(np.shape(t), end - 1) if episode_length is None else np.minimum(end - 1, t + episode_length)
     return (int(np.ravel(t)[0]), int(np.ravel(t_end)[0])) if size is None else (t, t_end)
 
-# %% ../nbs/16_envs.ipynb #02da19b9
-class TradingEnv(gym.Env):
-    "Single-asset trading environment on real or given OHLCV bars (see the chapter text for the timing rules)."
+# %% ../nbs/16_envs.ipynb #58f5a9f5
+@dataclass(frozen=True, eq=False)
+class EnvArrays:
+    "What an environment reads from the market, computed once: scaled feature rows, returns, usable bars, scaler."
+    features: np.ndarray   # (bars, n_features) float32: scaled, clipped to +-OBS_CLIP; warm-up NaNs read as 0
+    returns: np.ndarray    # (bars,) or (bars, assets) float64: close-to-close return of each bar, 0 on the first
+    index: pd.Index        # the bars' timestamps
+    first: int             # first bar with a full window of finite features: the earliest episode start
+    end: int               # one past the last bar an episode may reach
+    window: int            # bars of features in one observation
+    scaler: Any            # fit on bars [first, end) unless one was given: hand it to evaluation environments
+
+    @property
+    def n_features(self) -> int: return self.features.shape[1]
+
+    @property
+    def obs_features(self) -> int:
+        "Length of an observation's feature part: `window` rows of `n_features`, flattened."
+        return self.window * self.n_features
+
+    @property
+    def flat(self) -> np.ndarray:
+        "`features` as one flat array (a view)."
+        return self.features.reshape(-1)
+
+    def window_at(self, t: int) -> np.ndarray:
+        "Feature rows of bars t-window+1..t, flattened (a view)."
+        f = self.n_features
+        return self.flat[(t - self.window + 1) * f:(t + 1) * f]
+
+    @property
+    def windows(self) -> np.ndarray:
+        "Every observation window at once: row i is `window_at(i + window - 1)` (a strided view, no copy)."
+        return np.lib.stride_tricks.sliding_window_view(self.flat, self.obs_features)[::self.n_features]
+
+# %% ../nbs/16_envs.ipynb #389f2710
+def feature_rows(df: pd.DataFrame,                        # OHLCV bars
+                 features: FeatureSpec | dict | None = None, # feature settings (atf.features); None: the defaults
+                 window: int = 10,                        # bars of features in one observation
+                 segment: tuple[int, int] | None = None,  # bars [start, end) episodes may use; None: all
+                 name: str = "TradingEnv data",           # what the data is called in error messages
+                ) -> tuple[np.ndarray, int, int]:
+    "Raw feature rows of `df` and the bars [first, end) of `segment` whose whole window of features is finite."
+    validate_ohlcv(df, name)                              # bad bars fail here, named, not as odd rewards later
+    spec = features if isinstance(features, FeatureSpec) else FeatureSpec(**(features or {}))
+    n = len(df)
+    start, end = segment or (0, n)
+    if not 0 <= start < end <= n: raise ValueError(f"segment {segment} is outside the {n} bars")
+    F = make_features(df, spec).to_numpy(dtype=float)
+    finite = np.isfinite(F).all(axis=1)
+    first = max(start, window - 1)                        # the first bar with a full window of finite features
+    while first < end and not finite[first - window + 1:first + 1].all(): first += 1
+    if end - first < 2:
+        raise ValueError(f"window {window} (plus feature warm-up) leaves {max(end - first, 0)} usable bars in segment "
+                         f"[{start}, {end}) of {n}: use a longer segment or a shorter window")
+    if not finite[first - window + 1:end].all():
+        bad = np.flatnonzero(~finite[first - window + 1:end])[:5] + first - window + 1
+        raise ValueError(f"features have NaN/inf inside the episode range at bars {list(df.index[bad])}")
+    return F, first, end
+
+def scaled_features(F: np.ndarray, first: int, end: int, scaler=None) -> tuple[Any, np.ndarray]:
+    "The scaler (fit on bars [first, end) unless given) and the scaled rows clipped at +-OBS_CLIP, float32, read-only."
+    scaler = scaler if scaler is not None else fit_scaler(F[first:end])
+    X = np.clip(scaler.transform(np.where(np.isfinite(F), F, 0.0)), -OBS_CLIP, OBS_CLIP).astype(np.float32)
+    return scaler, _read_only(np.ascontiguousarray(X))
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+# %% ../nbs/16_envs.ipynb #ec4990e5
+def env_arrays(df: pd.DataFrame,                          # OHLCV bars
+               features: FeatureSpec | dict | None = None,   # feature settings (atf.features); None: the defaults
+               window: int = 10,                          # bars of features in one observation
+               segment: tuple[int, int] | None = None,    # bars [start, end) episodes may use; None: all
+               scaler=None,                               # a fitted scaler (the training env's); None: fit on the segment
+              ) -> EnvArrays:
+    "The precomputed arrays a single-asset environment steps over."
+    F, first, end = feature_rows(df, features, window, segment)
+    scaler, X = scaled_features(F, first, end, scaler)
+    returns = _read_only(asset_returns(df["close"].to_numpy(dtype=float)))
+    return EnvArrays(X, returns, df.index, first, end, int(window), scaler)
+
+# %% ../nbs/16_envs.ipynb #5785fea6
+class _TradingEnvSetup(gym.Env):
+    "TradingEnv's construction (the class below adds the dynamics)."
     metadata = {"render_modes": []}
 
-    def __init__(self, df: pd.DataFrame | None = None, dataset: str = "us_stocks", asset: str | None = "AAPL",
-                 features: FeatureSpec | dict | None = None, window: int = 10, action: str = "discrete3",
-                 reward: str = "log_return", fee_bps: float = 0.0, slippage_bps: float = 0.0,
-                 segment: tuple[int, int] | None = None, random_start: bool = False, episode_length: int | None = None,
-                 include_pnl: bool = False, scaler=None, eta: float = 0.01, rebalance: str = "on_change"):
+    def __init__(self,
+                 df: pd.DataFrame | None = None,          # OHLCV bars; None loads `asset` from `dataset`
+                 dataset: str = "us_stocks",              # atf.data dataset read when `df` is None
+                 asset: str | None = "AAPL",              # asset of `dataset`
+                 features: FeatureSpec | dict | None = None, # feature settings (atf.features); None: the defaults
+                 window: int = 10,                        # bars of features in one observation
+                 action: str = "discrete3",               # "discrete3" (-1, 0, 1), "discrete2" (0, 1) or "continuous" [-1, 1]
+                 reward: str = "log_return",              # net log return of the step, or "differential_sharpe"
+                 fee_bps: float = 0.0,                    # commission, basis points of the notional traded
+                 slippage_bps: float = 0.0,               # fill worse than the close by this many basis points
+                 segment: tuple[int, int] | None = None,  # bars [start, end) episodes may use; None: all
+                 random_start: bool = False,              # start episodes at a random bar, else at the first usable one
+                 episode_length: int | None = None,       # steps per episode; None: to the end of the segment
+                 include_pnl: bool = False,               # also observe the open position's unrealised log PnL
+                 scaler=None,                             # a fitted scaler (the training env's); None: fit on the segment
+                 eta: float = 0.01,                       # weight of the newest return in the differential Sharpe EMAs
+                 rebalance: str = "on_change",            # "on_change": a repeated target holds the shares; or "every_bar"
+                 data: EnvArrays | None = None,           # precomputed arrays, used instead of df/dataset/asset/features/window/segment/scaler
+                ):
         super().__init__()
-        if df is None:
-            from atf.data import load_dataset
-            df = load_dataset(dataset, asset)
         if action not in (*ACTION_LEVELS, "continuous"): raise ValueError(f"action {action!r}: use {[*ACTION_LEVELS, 'continuous']}")
         if reward not in REWARDS: raise ValueError(f"reward {reward!r}: use {list(REWARDS)}")
-        from atf.data import validate_ohlcv
-        validate_ohlcv(df, "TradingEnv data")                 # bad bars fail here, named, not as odd rewards later
-        spec = features if isinstance(features, FeatureSpec) else FeatureSpec(**(features or {}))
-        n = len(df)
-        start, end = segment or (0, n)
-        if not 0 <= start < end <= n: raise ValueError(f"segment {segment} is outside the {n} bars")
-        F = make_features(df, spec).to_numpy(dtype=float)
-        finite = np.isfinite(F).all(axis=1)
-        first = max(start, window - 1)                     # the first bar with a full window of finite features
-        while first < end and not finite[first - window + 1:first + 1].all(): first += 1
-        if end - first < 2:
-            raise ValueError(f"window {window} (plus feature warm-up) leaves {max(end - first, 0)} usable bars in segment "
-                             f"[{start}, {end}) of {n}: use a longer segment or a shorter window")
-        if not finite[first - window + 1:end].all():
-            bad = np.flatnonzero(~finite[first - window + 1:end])[:5] + first - window + 1
-            raise ValueError(f"features have NaN/inf inside the episode range at bars {list(df.index[bad])}")
-        self.scaler = scaler if scaler is not None else fit_scaler(F[first:end])
-        # scaled features are clipped at +-10 standard deviations (as SB3's VecNormalize does): bounded observations
-        X = np.clip(self.scaler.transform(np.where(np.isfinite(F), F, 0.0)), -OBS_CLIP, OBS_CLIP).astype(np.float32)
-        self._Xflat, self._n_feat = np.ascontiguousarray(X).ravel(), X.shape[1]
-        close = df["close"].to_numpy(dtype=float)
-        self._rl = np.r_[0.0, close[1:] / close[:-1] - 1.0].tolist()   # Python floats: fastest scalar access in step()
-        self.index, self.window, self.first, self.end = df.index, int(window), first, end
+        if data is None: data = env_arrays(load_dataset(dataset, asset) if df is None else df, features, window, segment, scaler)
+        self.data, self.scaler, self.index, self.window, self.first, self.end = (data, data.scaler, data.index,
+                                                                                 data.window, data.first, data.end)
         self.action_kind, self.reward_kind, self.include_pnl, self.eta = action, reward, include_pnl, eta
-        self.random_start, self.episode_length = random_start, episode_length
-        self.rebalance, self._hold_same = check_rebalance(rebalance), rebalance == "on_change"
+        self.random_start, self.episode_length, self.rebalance = random_start, episode_length, check_rebalance(rebalance)
         self.k_buy, self.k_sell = cost_rates(fee_bps / 1e4, slippage_bps / 1e4)
-        self._k = self.window * F.shape[1]
-        self._n_obs = n_obs = self._k + 1 + int(include_pnl)
-        self._levels = None if action == "continuous" else ACTION_LEVELS[action].tolist()
-        self._log_reward = reward == "log_return"
-        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(n_obs,), dtype=np.float32)
-        self.action_space = (spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32) if action == "continuous"
-                             else spaces.Discrete(len(ACTION_LEVELS[action])))
+        self.levels = None if action == "continuous" else ACTION_LEVELS[action].tolist()   # target of each discrete action
+        self._n_obs = data.obs_features + 1 + int(include_pnl)
+        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(self._n_obs,), dtype=np.float32)
+        self.action_space = (spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32) if self.levels is None
+                             else spaces.Discrete(len(self.levels)))
+        # what step() reads, in the forms fastest to index one at a time: a flat float32 array, Python floats
+        self._x, self._f, self._k, self._r = data.flat, data.n_features, data.obs_features, data.returns.tolist()
+        self._hold_same, self._log_reward = self.rebalance == "on_change", reward == "log_return"
         self._t = self._t_end = self.first
 
-    def _target(self, action) -> float:
-        if self._levels is None:
+# %% ../nbs/16_envs.ipynb #3597f610
+class TradingEnv(_TradingEnvSetup):
+    "Single-asset trading environment on real or given OHLCV bars (see the chapter text for the timing rules)."
+
+    def target(self, action) -> float:
+        "Target position of an action: its level if discrete, the action clipped to [-1, 1] if continuous."
+        if self.levels is None:
             a = float(np.asarray(action, dtype=float).reshape(-1)[0])
             return -1.0 if a < -1.0 else 1.0 if a > 1.0 else a
-        return self._levels[int(action)]
+        return self.levels[int(action)]
 
     def _obs(self) -> np.ndarray:
         "Feature rows of the last `window` bars (flattened), then the position (and unrealised log PnL)."
         out = np.empty(self._n_obs, dtype=np.float32)
-        f = self._n_feat
-        out[:self._k] = self._Xflat[(self._t - self.window + 1) * f:(self._t + 1) * f]
+        f = self._f
+        out[:self._k] = self._x[(self._t - self.window + 1) * f:(self._t + 1) * f]
         out[self._k] = self._w
         if self.include_pnl: out[self._k + 1] = max(-OBS_CLIP, min(OBS_CLIP, math.log(self.equity / self._entry_equity)))
         return out
@@ -120,20 +203,19 @@ class TradingEnv(gym.Env):
         return float(d)
 
     def step(self, action):
-        w, wd, kb, ks = self._target(action), self._wd, self.k_buy, self.k_sell
+        w, wd = self.target(action), self._wd
         h = wd if self._hold_same and w == self._w else w                # on_change: an unchanged target holds the shares
-        # trade at this bar's close (atf.backtest.cost_factor, inlined for scalars: this is the hot loop)
-        c = (1.0 + kb * wd) / (1.0 + kb * h) if h > wd else (1.0 - ks * wd) / (1.0 - ks * h) if h < wd else 1.0
+        c = cost_factor(wd, h, self.k_buy, self.k_sell)                  # trade at this bar's close
         if (w > 0) != (self._w > 0) or (w < 0) != (self._w < 0): self._entry_equity = self.equity * c
         t = self._t = self._t + 1
-        r = self._rl[t]
+        r = self._r[t]
         g = 1.0 + h * r                                                  # hold to the next close
         if g <= 0: raise ValueError(f"equity wiped out at {self.index[t]}: position {h} x return {r:.2%}")
         self._wd, self._w = h * (1.0 + r) / g, w
         growth = c * g
         truncated = t >= self._t_end
         if truncated:                                                    # close the position at the last bar
-            growth *= float(cost_factor(self._wd, 0.0, kb, ks))
+            growth *= cost_factor(self._wd, 0.0, self.k_buy, self.k_sell)
             self._w = self._wd = 0.0
         self.equity *= growth
         info = {"bar": t, "equity": self.equity, "position": w, "net_return": growth - 1.0}
@@ -143,19 +225,21 @@ class TradingEnv(gym.Env):
 if "atf/Trading-v0" not in gym.registry:
     gym.register("atf/Trading-v0", entry_point="atf.envs:TradingEnv")
 
-# %% ../nbs/16_envs.ipynb #4e5869da
-from stable_baselines3.common.vec_env import VecEnv
-
-class TradingVecEnv(VecEnv):
-    "N TradingEnv accounts stepped together in NumPy (SB3 VecEnv API); kwargs are TradingEnv's."
-    def __init__(self, n_envs: int = 8, seed: int | None = None, **env_kwargs):
-        self.proto = e = TradingEnv(**env_kwargs)          # one construction: checks, features, scaling
+# %% ../nbs/16_envs.ipynb #f23cba83
+class _TradingVecEnvSetup(VecEnv):
+    "TradingVecEnv's construction and SB3 bookkeeping (the class below adds the dynamics)."
+    def __init__(self,
+                 n_envs: int = 8,              # accounts stepped together
+                 seed: int | None = None,      # seed of the episode starts (SB3's `seed()` then `reset()` reseeds)
+                 **env_kwargs,                 # TradingEnv's arguments: data, window, action, reward, costs, ...
+                ):
+        self.proto = e = TradingEnv(**env_kwargs)          # one construction: checks, arrays, spaces
         super().__init__(n_envs, e.observation_space, e.action_space)
-        f, k = e._n_feat, e._k
-        self._win = np.lib.stride_tricks.sliding_window_view(e._Xflat, k)[::f]   # row t-window+1 -> obs window ending at t
-        self._r = np.asarray(e._rl)
-        self._levels = None if e._levels is None else np.asarray(e._levels)
-        self.scaler, self.window, self.first, self.end, self.index = e.scaler, e.window, e.first, e.end, e.index
+        self.data = d = e.data
+        self.scaler, self.window, self.first, self.end, self.index = d.scaler, d.window, d.first, d.end, d.index
+        self._win, self._r, self._k = d.windows, d.returns, d.obs_features
+        self._levels = None if e.levels is None else np.asarray(e.levels)
+        self._hold_same, self._log_reward = e.rebalance == "on_change", e.reward_kind == "log_return"
         self._rng = np.random.default_rng(seed)
         z = lambda: np.zeros(n_envs)
         self._t, self._t_end = np.zeros(n_envs, dtype=np.int64), np.zeros(n_envs, dtype=np.int64)
@@ -163,19 +247,12 @@ class TradingVecEnv(VecEnv):
         self._actions = None
 
     def _reset_accounts(self, mask: np.ndarray) -> None:
+        "New episodes for the accounts in `mask`: start bars drawn, flat, equity 1."
         e = self.proto
         self._t[mask], self._t_end[mask] = episode_bounds(self.first, self.end, e.random_start, e.episode_length, self._rng,
                                                           size=int(mask.sum()))
         for a in (self._w, self._wd, self._A, self._B): a[mask] = 0.0
         self.equity[mask] = self._entry[mask] = 1.0
-
-    def _obs(self) -> np.ndarray:
-        e = self.proto
-        out = np.empty((self.num_envs, e._n_obs), dtype=np.float32)
-        out[:, :e._k] = self._win[self._t - self.window + 1]
-        out[:, e._k] = self._w
-        if e.include_pnl: out[:, e._k + 1] = np.clip(np.log(self.equity / self._entry), -OBS_CLIP, OBS_CLIP)
-        return out
 
     def reset(self) -> np.ndarray:
         if self._seeds[0] is not None: self._rng = np.random.default_rng(self._seeds[0])
@@ -184,43 +261,6 @@ class TradingVecEnv(VecEnv):
         return self._obs()
 
     def step_async(self, actions: np.ndarray) -> None: self._actions = np.asarray(actions)
-
-    def step_wait(self):
-        e, kb, ks = self.proto, self.proto.k_buy, self.proto.k_sell
-        a = self._actions
-        w = self._levels[a.reshape(-1).astype(np.int64)] if self._levels is not None else np.clip(a.reshape(self.num_envs, -1)[:, 0].astype(float), -1.0, 1.0)
-        wd = self._wd
-        h = np.where(w == self._w, wd, w) if e._hold_same else w     # on_change: an unchanged target holds the shares
-        c = cost_factor(wd, h, kb, ks)                 # exactly 1 where h == wd
-        if e.include_pnl:
-            flipped = (np.sign(w) != np.sign(self._w))
-            self._entry = np.where(flipped, self.equity * c, self._entry)
-        t = self._t = self._t + 1
-        r = self._r[t]
-        g = 1.0 + h * r
-        if g.min() <= 0:
-            i = int(np.flatnonzero(g <= 0)[0])
-            raise ValueError(f"equity wiped out at {self.index[t[i]]} in env {i}: position {h[i]} x return {r[i]:.2%}")
-        growth = c * g
-        self._w, self._wd = w, h * (1.0 + r) / g
-        done = t >= self._t_end
-        any_done = done.any()
-        if any_done:                                   # close at the episode's last bar: target 0
-            wd = self._wd[done]
-            growth[done] *= np.where(wd > 0, 1.0 - ks * wd, 1.0 + kb * wd)
-            self._w[done] = self._wd[done] = 0.0
-        self.equity *= growth
-        if e._log_reward: rewards = np.log(growth)
-        else: rewards, self._A, self._B = differential_sharpe(growth - 1.0, self._A, self._B, e.eta)
-        obs = self._obs()
-        infos = [{} for _ in range(self.num_envs)]
-        if any_done:
-            for i in np.flatnonzero(done):
-                infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": True, "equity": float(self.equity[i])}
-            self._reset_accounts(done)
-            obs[done] = self._obs()[done]
-        return obs, rewards.astype(np.float32), done, infos
-
     def close(self) -> None: pass
     def _indices(self, indices) -> list[int]:
         return list(range(self.num_envs)) if indices is None else [indices] if isinstance(indices, int) else list(indices)
@@ -231,10 +271,62 @@ class TradingVecEnv(VecEnv):
         return [getattr(self.proto, method_name)(*args, **kwargs) for _ in self._indices(indices)]
     def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]: return [False] * len(self._indices(indices))
 
-# %% ../nbs/16_envs.ipynb #285a8506
-import logging
-from .backtest import portfolio_cost_factor
+# %% ../nbs/16_envs.ipynb #e5865d1e
+class TradingVecEnv(_TradingVecEnvSetup):
+    "N TradingEnv accounts stepped together in NumPy (SB3 VecEnv API); kwargs are TradingEnv's."
 
+    def _obs(self) -> np.ndarray:
+        out = np.empty((self.num_envs, self._k + 1 + int(self.proto.include_pnl)), dtype=np.float32)
+        out[:, :self._k] = self._win[self._t - self.window + 1]
+        out[:, self._k] = self._w
+        if self.proto.include_pnl: out[:, self._k + 1] = np.clip(np.log(self.equity / self._entry), -OBS_CLIP, OBS_CLIP)
+        return out
+
+    def _targets(self) -> np.ndarray:
+        a = self._actions
+        if self._levels is not None: return self._levels[a.reshape(-1).astype(np.int64)]
+        return np.clip(a.reshape(self.num_envs, -1)[:, 0].astype(float), -1.0, 1.0)
+
+    def _trade_and_hold(self, w: np.ndarray) -> np.ndarray:
+        "Trade every account to target `w` at this close and hold to the next: each account's equity growth."
+        e = self.proto
+        wd = self._wd
+        h = np.where(w == self._w, wd, w) if self._hold_same else w     # on_change: an unchanged target holds the shares
+        c = cost_factor(wd, h, e.k_buy, e.k_sell)                      # exactly 1 where h == wd
+        if e.include_pnl: self._entry = np.where(np.sign(w) != np.sign(self._w), self.equity * c, self._entry)
+        t = self._t = self._t + 1
+        r = self._r[t]
+        g = 1.0 + h * r
+        if g.min() <= 0:
+            i = int(np.flatnonzero(g <= 0)[0])
+            raise ValueError(f"equity wiped out at {self.index[t[i]]} in env {i}: position {h[i]} x return {r[i]:.2%}")
+        self._w, self._wd = w, h * (1.0 + r) / g
+        return c * g
+
+    def step_wait(self):
+        e = self.proto
+        growth = self._trade_and_hold(self._targets())
+        done = self._t >= self._t_end
+        any_done = done.any()
+        if any_done:                                   # close at the episode's last bar: target 0
+            growth[done] *= cost_factor(self._wd[done], 0.0, e.k_buy, e.k_sell)
+            self._w[done] = self._wd[done] = 0.0
+        self.equity *= growth
+        if self._log_reward: rewards = np.log(growth)
+        else: rewards, self._A, self._B = differential_sharpe(growth - 1.0, self._A, self._B, e.eta)
+        obs = self._obs()
+        infos = [{} for _ in range(self.num_envs)]
+        if any_done: self._restart(done, obs, infos)
+        return obs, rewards.astype(np.float32), done, infos
+
+    def _restart(self, done: np.ndarray, obs: np.ndarray, infos: list[dict]) -> None:
+        "Finished accounts: last observation and equity into `infos`, then a new episode in `obs` (SB3's auto-reset)."
+        for i in np.flatnonzero(done):
+            infos[i] = {"terminal_observation": obs[i].copy(), "TimeLimit.truncated": True, "equity": float(self.equity[i])}
+        self._reset_accounts(done)
+        obs[done] = self._obs()[done]
+
+# %% ../nbs/16_envs.ipynb #f0321bdc
 def _aligned_frames(frames: dict[str, pd.DataFrame], align: str) -> dict[str, pd.DataFrame]:
     "Frames on one shared index; strict alignment refuses differing timestamps and names the asset."
     names = list(frames)
@@ -247,41 +339,63 @@ def _aligned_frames(frames: dict[str, pd.DataFrame], align: str) -> dict[str, pd
     if lost: logging.getLogger(__name__).warning("PortfolioEnv align='inner' dropped rows: %s", lost)
     return {n: f.loc[common] for n, f in frames.items()}
 
-class PortfolioEnv(gym.Env):
-    "One account over several assets: continuous target weights, gross exposure <= 1, backtest_portfolio's costs."
+def portfolio_arrays(frames: dict[str, pd.DataFrame],             # OHLCV bars per asset, on one shared index
+                     features: FeatureSpec | dict | None = None,   # feature settings (atf.features); None: the defaults
+                     window: int = 10,                            # bars of features in one observation
+                     segment: tuple[int, int] | None = None,      # bars [start, end) episodes may use; None: all
+                     scaler=None,                                 # a fitted scaler over all assets' columns; None: fit
+                    ) -> EnvArrays:
+    "One EnvArrays over several assets: their features side by side, one return column each, bars all of them can use."
+    rows = [feature_rows(f, features, window, segment, f"PortfolioEnv data ({a})") for a, f in frames.items()]
+    first, end = max(r[1] for r in rows), rows[0][2]
+    scaler, X = scaled_features(np.hstack([r[0] for r in rows]), first, end, scaler)
+    R = _read_only(np.column_stack([asset_returns(f["close"].to_numpy(dtype=float)) for f in frames.values()]))
+    return EnvArrays(X, R, next(iter(frames.values())).index, first, end, int(window), scaler)
+
+# %% ../nbs/16_envs.ipynb #77dc5683
+class _PortfolioEnvSetup(gym.Env):
+    "PortfolioEnv's construction (the class below adds the dynamics)."
     metadata = {"render_modes": []}
 
-    def __init__(self, frames: dict[str, pd.DataFrame] | None = None, dataset: str = "us_stocks",
-                 assets: tuple[str, ...] = ("AAPL", "IBM", "MSFT"), features: FeatureSpec | dict | None = None,
-                 window: int = 10, reward: str = "log_return", fee_bps: float = 0.0, slippage_bps: float = 0.0,
-                 segment: tuple[int, int] | None = None, random_start: bool = False, episode_length: int | None = None,
-                 long_only: bool = False, scaler=None, eta: float = 0.01, align: str = "strict",
-                 rebalance: str = "on_change"):
+    def __init__(self,
+                 frames: dict[str, pd.DataFrame] | None = None,    # OHLCV bars per asset; None loads `assets` from `dataset`
+                 dataset: str = "us_stocks",                       # atf.data dataset read when `frames` is None
+                 assets: tuple[str, ...] = ("AAPL", "IBM", "MSFT"),  # assets of `dataset`
+                 features: FeatureSpec | dict | None = None,       # feature settings (atf.features); None: the defaults
+                 window: int = 10,                                 # bars of features in one observation
+                 reward: str = "log_return",                       # net log return of the step, or "differential_sharpe"
+                 fee_bps: float = 0.0,                             # commission, basis points of the notional traded
+                 slippage_bps: float = 0.0,                        # fill worse than the close by this many basis points
+                 segment: tuple[int, int] | None = None,           # bars [start, end) episodes may use; None: all
+                 random_start: bool = False,                       # start episodes at a random bar, else at the first usable one
+                 episode_length: int | None = None,                # steps per episode; None: to the end of the segment
+                 long_only: bool = False,                          # weights in [0, 1] instead of [-1, 1]
+                 scaler=None,                                      # a fitted scaler over all assets' columns; None: fit
+                 eta: float = 0.01,                                # weight of the newest return in the differential Sharpe EMAs
+                 align: str = "strict",                            # "strict" refuses differing timestamps; "inner" keeps the common ones
+                 rebalance: str = "on_change",                     # "on_change": unchanged weights hold the shares; or "every_bar"
+                ):
         super().__init__()
-        from atf.data import load_dataset
         if frames is None: frames = {a: load_dataset(dataset, a) for a in assets}
         if len(frames) < 2: raise ValueError("PortfolioEnv needs at least two assets; use TradingEnv for one")
         if align not in ("strict", "inner"): raise ValueError(f"align {align!r}: use 'strict' or 'inner'")
         frames = _aligned_frames(dict(frames), align)
+        if reward not in REWARDS: raise ValueError(f"reward {reward!r}: use {list(REWARDS)}")
         self.assets = list(frames)
-        # one single-asset env per asset does the checks, features and warm-up; the portfolio starts where all can
-        parts = [TradingEnv(f, features=features, window=window, fee_bps=fee_bps, slippage_bps=slippage_bps,
-                            segment=segment, reward=reward) for f in frames.values()]
-        first, end = max(p.first for p in parts), parts[0].end
-        spec = features if isinstance(features, FeatureSpec) else FeatureSpec(**(features or {}))
-        F = np.hstack([make_features(f, spec).to_numpy(dtype=float) for f in frames.values()])
-        self.scaler = scaler if scaler is not None else fit_scaler(F[first:end])
-        self._X = np.clip(self.scaler.transform(np.where(np.isfinite(F), F, 0.0)), -OBS_CLIP, OBS_CLIP).astype(np.float32)
-        self._R = np.column_stack([np.asarray(p._rl) for p in parts])
-        self.index, self.window, self.first, self.end = parts[0].index, int(window), first, end
-        self.k_buy, self.k_sell, self.long_only, self.eta = parts[0].k_buy, parts[0].k_sell, long_only, eta
-        self.random_start, self.episode_length, self._log_reward = random_start, episode_length, reward == "log_return"
-        self.rebalance = check_rebalance(rebalance)
+        self.data = d = portfolio_arrays(frames, features, window, segment, scaler)
+        self.scaler, self.index, self.window, self.first, self.end = d.scaler, d.index, d.window, d.first, d.end
+        self.k_buy, self.k_sell = cost_rates(fee_bps / 1e4, slippage_bps / 1e4)
+        self.reward_kind, self.long_only, self.eta = reward, long_only, eta
+        self.random_start, self.episode_length, self.rebalance = random_start, episode_length, check_rebalance(rebalance)
+        self._log_reward, self._R = reward == "log_return", d.returns
         m = len(self.assets)
-        self._k = self.window * F.shape[1]
-        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(self._k + m,), dtype=np.float32)
+        self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(d.obs_features + m,), dtype=np.float32)
         self.action_space = spaces.Box(0.0 if long_only else -1.0, 1.0, shape=(m,), dtype=np.float32)
-        self._t = self._t_end = first
+        self._t = self._t_end = self.first
+
+# %% ../nbs/16_envs.ipynb #569ee951
+class PortfolioEnv(_PortfolioEnvSetup):
+    "One account over several assets: continuous target weights, gross exposure <= 1, backtest_portfolio's costs."
 
     def weights(self, action) -> np.ndarray:
         "Target weights from an action: clipped to the action box, scaled so that gross exposure is at most 1."
@@ -291,8 +405,9 @@ class PortfolioEnv(gym.Env):
 
     def _obs(self) -> np.ndarray:
         out = np.empty(self.observation_space.shape, dtype=np.float32)
-        out[:self._k] = self._X[self._t - self.window + 1:self._t + 1].ravel()
-        out[self._k:] = self._w
+        k = self.data.obs_features
+        out[:k] = self.data.window_at(self._t)
+        out[k:] = self._w
         return out
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -21,7 +21,7 @@ def run_episode(env, actions):
     start, targets, rewards = info["bar"], [], []
     for a in actions:
         obs, r, term, trunc, info = env.step(a)
-        targets.append(env.unwrapped._target(a)); rewards.append(r)
+        targets.append(env.unwrapped.target(a)); rewards.append(r)
         if term or trunc: break
     return start, targets, rewards, info
 
