@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from .validation import SELECTION_METRICS
+
 # %% auto #0
 __all__ = ['log', 'DataConfig', 'StrategyConfig', 'WalkForwardConfig', 'CostConfig', 'StudyConfig', 'ConfigError', 'build_config',
            'load_config', 'config_hash', 'git_commit', 'run_rule_study']
@@ -102,8 +104,8 @@ def load_config(source: str | Path | dict) -> StudyConfig:
     "Read and check a study config from a YAML path or a dict."
     cfg = build_config(StudyConfig, source)
     if cfg.strategy.kind != "sma_crossover": raise ConfigError(f"strategy.kind: {cfg.strategy.kind!r} unknown (sma_crossover)")
-    if cfg.metric not in ("sharpe", "sortino", "cagr", "calmar", "total_return"):
-        raise ConfigError(f"metric: {cfg.metric!r} is not one of sharpe, sortino, cagr, calmar, total_return")
+    if cfg.metric not in SELECTION_METRICS:
+        raise ConfigError(f"metric: {cfg.metric!r} is not one of {list(SELECTION_METRICS)}")
     return cfg
 
 def config_hash(cfg: StudyConfig) -> str:

@@ -140,3 +140,16 @@ def test_stitched_out_of_sample_is_one_continuous_account():
     prev = span[span.get_loc(first) - 1]
     if study.oos_positions[prev] != 0:
         assert study.oos_returns[first] != 0
+
+
+@pytest.mark.parametrize("metric", ["total_return", "calmar", "hit_rate"])
+def test_every_selection_metric_of_the_registry_runs(metric):
+    "Selection metrics come from atf.metrics' registry; total_return used to fail on a periods_per_year argument."
+    from atf.data import load_dataset
+    from atf.strategies import sma_grid_positions, sma_pairs
+    from atf.validation import SELECTION_METRICS
+    close = load_dataset("sp500_index")["close"].loc["2000":"2008"]
+    pairs = sma_pairs([10, 20], [100])
+    study = walk_forward_rule(close, sma_grid_positions(close, pairs), pairs,
+                              WalkForward(train="730D", validation="365D", test="365D"), metric=metric)
+    assert metric in SELECTION_METRICS and study.folds[f"selection_{metric}"].notna().all()
