@@ -88,7 +88,7 @@ def test_experiment_cli_end_to_end(tmp_path):
 
 def test_periods_per_year_come_from_the_config_the_rule_or_the_bars():
     from atf.experiments import periods_for
-    from atf.studies import ConfigError
+    from atf.config import ConfigError
     cfg = load_experiment({**TINY, "data": {**TINY["data"], "timeframes": ["native", "2W", "QE"]}})
     df = prepare(cfg, "MSFT", "native")
     assert periods_for(cfg, df, "native") == 252 and periods_for(cfg, df, "2W") == 26 and periods_for(cfg, df, "QE") == 4
@@ -103,7 +103,7 @@ def test_periods_per_year_come_from_the_config_the_rule_or_the_bars():
 
 
 def test_bad_experiment_config_names_the_key():
-    from atf.studies import ConfigError
+    from atf.config import ConfigError
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['train.learning_rate'\]"):
         load_experiment({"train": {"learning_rate": 0.1}})
 
@@ -160,7 +160,7 @@ def test_rl_experiment_from_the_shipped_config_end_to_end(tmp_path):
 
 
 def test_bad_rl_config_names_the_key():
-    from atf.studies import ConfigError
+    from atf.config import ConfigError
     with pytest.raises(ConfigError, match="rl.reward"):
         load_experiment({"model": {"name": "ppo"}, "tuning": {"metric": "sharpe"}, "rl": {"reward": "sharp"}})
     with pytest.raises(ConfigError, match="not an RL validation metric"):
