@@ -109,7 +109,7 @@ def read_manifest(model_dir: str | Path, # an exported model directory
         probs = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'top level'}: {x['msg']}" for x in errs[:8])
         raise ModelLoadError(f"{path} does not match the manifest schema ({len(errs)} problem(s)): {probs}") from None
 
-# %% ../nbs/19_serve.ipynb #69aeb3c5
+# %% ../nbs/19_serve.ipynb #b3e2c316
 def _sha256(path: Path) -> str:
     "sha256 of a file read in 64 KiB pieces (no large transient buffers on every reload)."
     h = hashlib.sha256()
@@ -135,7 +135,7 @@ def public_manifest(manifest: dict) -> dict:
     ref = {k: {f: v for f, v in r.items() if f != "sample"} for k, r in (manifest.get("reference") or {}).items()}
     return {**manifest, "reference": ref}
 
-# %% ../nbs/19_serve.ipynb #f160e31e
+# %% ../nbs/19_serve.ipynb #519f51bf
 class ModelHandle:
     "A verified model directory: its checked manifest, an onnxruntime session, and `predict` on raw feature windows."
     def __init__(self, model_dir: str | Path, # an exported model directory (`atf export`)
@@ -179,7 +179,7 @@ class ModelHandle:
         action, pos = self.session.run(["action", "position"], {"features": x, "state": s})
         return {"signal": np.sign(pos[:, 0]), "action": action.reshape(len(x), -1)[:, 0], "position": pos[:, 0]}
 
-# %% ../nbs/19_serve.ipynb #da63ac33
+# %% ../nbs/19_serve.ipynb #f7916217
 def psi(values: np.ndarray, edges: list[float], expected: list[float], eps: float = 1e-4) -> float:
     "Population stability index of `values` against training bin shares `expected` over `edges`."
     counts = np.bincount(np.searchsorted(np.asarray(edges), values, side="right"), minlength=len(expected))
@@ -225,7 +225,7 @@ class DriftMonitor:
         with self._lock: self._cache = out
         return out
 
-# %% ../nbs/19_serve.ipynb #f3c8872b
+# %% ../nbs/19_serve.ipynb #971834cc
 class CircuitBreaker:
     "Closed: use the primary. After a failure: open for `cooldown_s`, then half-open (one try of the primary)."
     def __init__(self, cooldown_s: float = 30.0, clock=time.monotonic):
@@ -251,7 +251,7 @@ class LatencyWindow:
         q = np.percentile(np.fromiter(self.values, float), [50, 95, 99]) * 1e3
         return {"p50_ms": round(q[0], 3), "p95_ms": round(q[1], 3), "p99_ms": round(q[2], 3), "n": len(self.values)}
 
-# %% ../nbs/19_serve.ipynb #f2d8c568
+# %% ../nbs/19_serve.ipynb #1bc30c8d
 class ServeConfigError(ValueError):
     "A configuration the service refuses to start with."
 
@@ -302,7 +302,7 @@ class ServeConfig:
         kw.setdefault("fault", os.environ.get("ATF_SERVE_FAULT") or None)
         return cls(**kw)
 
-# %% ../nbs/19_serve.ipynb #7d4211ac
+# %% ../nbs/19_serve.ipynb #978d8481
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 F32 = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 Price = Annotated[float, Field(allow_inf_nan=False, gt=0)]
@@ -337,7 +337,7 @@ class _Request(BaseModel):
             raise ValueError("give exactly one of `features` or `bars`")
         return self
 
-# %% ../nbs/19_serve.ipynb #7e6ef0ec
+# %% ../nbs/19_serve.ipynb #4385ea85
 _REQUEST_MODELS: dict = {}                     # one class per contract: reloading the same model builds nothing
 
 def request_model(m: Manifest | None = None, # the contract (shapes); None: types and batch size only
@@ -388,7 +388,7 @@ class ErrorItem(BaseModel):
 class ErrorResponse(BaseModel):
     detail: str | list[ErrorItem]
 
-# %% ../nbs/19_serve.ipynb #2393e1e5
+# %% ../nbs/19_serve.ipynb #5c999bfe
 def _unprocessable(loc: list, msg: str) -> HTTPException:
     return HTTPException(status_code=422, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
 
@@ -416,7 +416,7 @@ def parse_request(schema: type[BaseModel], # from `request_model`
             raise HTTPException(413, f"batch above the limit of {max_batch} windows") from None
         raise RequestValidationError(errs) from None
 
-# %% ../nbs/19_serve.ipynb #a7661eda
+# %% ../nbs/19_serve.ipynb #d5ba3378
 @dataclass(frozen=True)
 class Models:
     "One generation of what answers requests: swapped whole on reload, read once per request."
@@ -458,7 +458,7 @@ def load_models(cfg: ServeConfig, # the service's configuration
                                                        cfg.drift_min_rows, cfg.psi_threshold, cfg.ks_threshold)
     return Models(primary, fallback, perr, ferr, contract, raw, request_model(contract, cfg.max_batch), drift, generation)
 
-# %% ../nbs/19_serve.ipynb #094b3a1c
+# %% ../nbs/19_serve.ipynb #9a1ea668
 class ServeMetrics:
     "The service's Prometheus instruments, in a registry of their own (several apps may share a process)."
     def __init__(self):
@@ -481,7 +481,7 @@ class ServeMetrics:
         self.ks = Gauge("atf_drift_ks", "KS statistic of recent inputs vs training", ["feature"], registry=reg)
         self.drifted = Gauge("atf_drift_detected", "1 when any feature has drifted", registry=reg)
 
-# %% ../nbs/19_serve.ipynb #ba6908bf
+# %% ../nbs/19_serve.ipynb #d6dcc8ed
 class _InputCaused(Exception):
     "The primary answered NaN/inf for this request's inputs while finite on training medians: the request's problem."
 
@@ -532,7 +532,7 @@ class Service:
         if self.cfg.failover_on_drift and models.drift.status()["drifted"]: return "drift: inputs differ from training"
         return None
 
-# %% ../nbs/19_serve.ipynb #133ccfd1
+# %% ../nbs/19_serve.ipynb #a3daad0d
 def _answer_fallback(svc: Service, models: Models, x, state, frame, reason: str) -> tuple[str, dict, ModelHandle | None]:
     "The fallback model's answer when it takes the same inputs, else a flat position (always safe)."
     svc.metrics.failovers.labels(reason.split(":")[0]).inc()
@@ -577,7 +577,7 @@ async def answer(svc: Service, models: Models, # the generation read when the re
     who, out, m = _answer_fallback(svc, models, x, state, frame, reason)
     return who, out, m, reason
 
-# %% ../nbs/19_serve.ipynb #78fcd1c0
+# %% ../nbs/19_serve.ipynb #81934b90
 def metrics_text(svc: Service) -> bytes:
     "Prometheus text, with the gauges that are cheaper to compute at scrape time set first."
     q = svc.request_latency.percentiles()
@@ -592,7 +592,7 @@ def metrics_text(svc: Service) -> bytes:
     svc.metrics.in_flight.set(svc.in_flight)
     return generate_latest(svc.metrics.registry)
 
-# %% ../nbs/19_serve.ipynb #14fada1e
+# %% ../nbs/19_serve.ipynb #56b7126e
 def features_from_bars(bars: pd.DataFrame, # OHLCV, oldest first
                        manifest: dict, # the model's manifest (feature spec and window)
                        ) -> np.ndarray:
@@ -624,7 +624,7 @@ def bars_frame(bars: list, # validated `Bar` items
     except DataValidationError as e: raise _unprocessable(["body", "bars"], str(e)) from None
     return df
 
-# %% ../nbs/19_serve.ipynb #1facfe69
+# %% ../nbs/19_serve.ipynb #d7ce234c
 class _HeadTooLarge(Exception): pass
 
 class _HeadGuard:
@@ -656,7 +656,7 @@ class _HeadGuard:
         self._head_size += n
         if self._head_size > self.max_header_bytes: raise _HeadTooLarge     # the parser fails: send_400_response
 
-# %% ../nbs/19_serve.ipynb #1712118f
+# %% ../nbs/19_serve.ipynb #e418b29c
 class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
     "uvicorn's httptools protocol with a deadline and a size limit on each request head, and a connection cap."
     def connection_made(self, transport):
@@ -700,7 +700,7 @@ class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
         if self._head_size > self.max_header_bytes: return self._drop("header_too_large", b"431 Request Header Fields Too Large")
         self.on_drop("bad_request"); super().send_400_response(msg)
 
-# %% ../nbs/19_serve.ipynb #7e7b9e22
+# %% ../nbs/19_serve.ipynb #906bfce8
 def guarded_protocol(header_timeout_s: float, # the request line and headers must be complete within this
                      max_header_bytes: int, # a longer head gets 431
                      max_connections: int, # at the cap, the connection idle longest is closed
@@ -711,7 +711,7 @@ def guarded_protocol(header_timeout_s: float, # the request line and headers mus
         "header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes, "max_connections": max_connections,
         "idle": OrderedDict(), "on_drop": staticmethod(on_drop)})
 
-# %% ../nbs/19_serve.ipynb #271b6218
+# %% ../nbs/19_serve.ipynb #d417b213
 class _Refused(Exception):
     "An answer decided before the app runs."
     def __init__(self, status: int, detail: str, headers: tuple = ()): self.status, self.detail, self.headers = status, detail, headers
@@ -734,7 +734,7 @@ def _headers(scope, *names: bytes) -> list[bytes | None]:
         if k in found and found[k] is None: found[k] = v
     return list(found.values())
 
-# %% ../nbs/19_serve.ipynb #07522260
+# %% ../nbs/19_serve.ipynb #9c506d6b
 class Guard:
     "Outermost ASGI layer: key, load limit, body size and deadline, aborted uploads; one metrics entry per answer."
     def __init__(self, app, service: Service, paths: set[str]):
@@ -781,7 +781,7 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > self.cfg.max_body_bytes:
             raise _Refused(413, f"request body above {self.cfg.max_body_bytes} bytes", _CLOSE)
 
-# %% ../nbs/19_serve.ipynb #2858a518
+# %% ../nbs/19_serve.ipynb #fa64d230
 async def read_body(scope, receive, # the ASGI request scope and receive channel
                     cfg: ServeConfig, # max_body_bytes and body_timeout_s
                     ):
@@ -807,7 +807,7 @@ async def read_body(scope, receive, # the ASGI request scope and receive channel
         return {"type": "http.request", "body": body, "more_body": False}
     return replay
 
-# %% ../nbs/19_serve.ipynb #bc0367b3
+# %% ../nbs/19_serve.ipynb #eabf544e
 def _predict_route(app: FastAPI, svc: Service) -> None:
     "POST /predict: the body is parsed by `parse_request` against the current contract (documented in `_openapi`)."
     cfg = svc.cfg
@@ -848,7 +848,7 @@ def _json(content: dict) -> Response:
     "A JSON response serialised with orjson (the /predict hot path skips response-model validation)."
     return Response(orjson.dumps(content), media_type="application/json")
 
-# %% ../nbs/19_serve.ipynb #8ebd2be4
+# %% ../nbs/19_serve.ipynb #31672e78
 class ReadyAnswer(BaseModel):
     ready: bool
     model_key: str | None = None
@@ -876,7 +876,7 @@ def _probe_routes(app: FastAPI, svc: Service) -> None:
         "Prometheus text format."
         return PlainTextResponse(metrics_text(svc).decode(), media_type=CONTENT_TYPE_LATEST)
 
-# %% ../nbs/19_serve.ipynb #d059799e
+# %% ../nbs/19_serve.ipynb #a6fb8c4b
 def _info_routes(app: FastAPI, svc: Service) -> None:
     "/model, /drift, /status and /admin/reload (all behind the key)."
     @app.get("/model")
@@ -911,7 +911,7 @@ def _info_routes(app: FastAPI, svc: Service) -> None:
         svc.request_latency, svc.inference_latency = LatencyWindow(), LatencyWindow()
         return {"ready": m.primary is not None, "reason": m.primary_error}
 
-# %% ../nbs/19_serve.ipynb #79405f4d
+# %% ../nbs/19_serve.ipynb #2bb5adeb
 def _error_codes(path: str, method: str, cfg: ServeConfig) -> dict[str, str]:
     "The error answers an operation can give, for the schema."
     codes = {}
@@ -947,7 +947,7 @@ def _openapi(app: FastAPI, svc: Service) -> dict:
     app.openapi_schema, app.state.openapi_generation = schema, models.generation
     return schema
 
-# %% ../nbs/19_serve.ipynb #ecbcfe73
+# %% ../nbs/19_serve.ipynb #aa7e0932
 def create_app(cfg: ServeConfig, # checked on creation: see `ServeConfig`
                ) -> FastAPI:
     "The FastAPI app for one primary model directory (and an optional fallback), behind `Guard`."
@@ -975,7 +975,7 @@ def create_app(cfg: ServeConfig, # checked on creation: see `ServeConfig`
     app.add_middleware(Guard, service=svc, paths={r.path for r in app.routes})   # added last: the outermost layer
     return app
 
-# %% ../nbs/19_serve.ipynb #9d3868bd
+# %% ../nbs/19_serve.ipynb #78dca3a8
 def _connection_cap(wanted: int, reserve: int = 64) -> int:
     "Raise the soft open-files limit toward the hard one if needed; the connection cap that fits under it."
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
