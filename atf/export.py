@@ -59,9 +59,11 @@ def proba_module(trainer):
             return torch.softmax(self.net((features - self.mean) / self.scale), dim=1)
     return Proba().eval()
 
-def policy_module(model, scaler, levels: list[float] | None, clip: float = 10.0):
+def policy_module(model, scaler, levels: list[float] | None, clip: float | None = None):
     "Raw feature windows + state -> (action, target position) of an SB3 policy, with atf.envs' scaling and clipping."
     import torch
+    from atf.envs import OBS_CLIP      # lazy like torch: atf.envs loads stable-baselines3
+    clip = OBS_CLIP if clip is None else clip
     mean, scale = _scaling(scaler)
     class Policy(torch.nn.Module):
         def __init__(self):
@@ -181,33 +183,33 @@ def _export_supervised(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
 def _export_rl(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
     import torch
     from atf.envs import TradingEnv
-    from atf.trainers.rl import _algo_class
+    from atf.trainers.rl import algo_class
     with open(run_dir / f"model_{key}.atf.pkl", "rb") as f: meta = pickle.load(f)
-    model = _algo_class(meta["algo"]).load(run_dir / f"model_{key}.zip", device="cpu")
+    model = algo_class(meta["algo"]).load(run_dir / f"model_{key}.zip", device="cpu")
     kw = {k: v for k, v in meta["env_kwargs"].items() if k not in ("random_start", "episode_length")}
     end = int(np.flatnonzero(df.index <= pd.Timestamp(fold["test_end"]))[-1]) + 1
     start = int(np.flatnonzero(df.index >= pd.Timestamp(fold["validation_start"]))[0])
     env = TradingEnv(df.iloc[:end], segment=(start, end), scaler=meta["scaler"], **kw)
     obs, info = env.reset()
-    W, nf = env.window, env._n_feat
+    W, k = env.data.window, env.data.obs_features              # an observation: k feature values, then the state
     Fa = F.to_numpy(dtype=np.float32)
     raws, states, want, bars = [], [], [], []
     while True:                                                  # the agent's own deterministic pass over the test bars
         a, _ = model.predict(obs, deterministic=True)
-        t = env._t
-        raws.append(Fa[t - W + 1:t + 1]); states.append(obs[W * nf:]); bars.append(t)
-        want.append(env._target(a))
-        obs, _, _, trunc, _ = env.step(a)
+        t = info["bar"]
+        raws.append(Fa[t - W + 1:t + 1]); states.append(obs[k:]); bars.append(t)
+        want.append(env.target(a))
+        obs, _, _, trunc, info = env.step(a)
         if trunc: break
     raw, state = np.stack(raws), np.stack(states).astype(np.float32)
-    levels = None if env._levels is None else list(env._levels)
+    levels = None if env.levels is None else list(env.levels)
     module = policy_module(model, meta["scaler"], levels)
     x, s = torch.from_numpy(raw), torch.from_numpy(state)
     with open(out / "pipeline.pkl", "wb") as f:
         pickle.dump({"format": "atf-rl-pipeline/1", "algo": meta["algo"], "scaler": meta["scaler"], "env_kwargs": kw,
                      "sb3_zip": (run_dir / f"model_{key}.zip").read_bytes()}, f)
     again_model, _ = _load_rl_pipeline(out / "pipeline.pkl")
-    again = [env._target(again_model.predict(o, deterministic=True)[0]) for o in _env_obs(env, again_model)]
+    again = [env.target(again_model.predict(o, deterministic=True)[0]) for o in _env_obs(env, again_model)]
     ts = _to_torchscript(module, (x[:2], s[:2]), out / "model.ts")
     with torch.no_grad(): got_ts = ts(x, s)[1].numpy()[:, 0]
     _to_onnx(module, (x[:2], s[:2]), ["features", "state"], ["action", "position"], out / "model.onnx")
@@ -224,9 +226,9 @@ def _export_rl(run_dir, key, cfg, df, F, fold, out: Path) -> dict:
 def _load_rl_pipeline(path: Path):
     "The SB3 agent (on the CPU) and the rest of an agent's pipeline.pkl."
     import io
-    from atf.trainers.rl import _algo_class
+    from atf.trainers.rl import algo_class
     with open(path, "rb") as f: blob = pickle.load(f)
-    return _algo_class(blob["algo"]).load(io.BytesIO(blob["sb3_zip"]), device="cpu"), blob
+    return algo_class(blob["algo"]).load(io.BytesIO(blob["sb3_zip"]), device="cpu"), blob
 
 def _env_obs(env, model):
     "Observations of a deterministic pass of `model` over `env` (used to re-check a reloaded agent)."

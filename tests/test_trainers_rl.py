@@ -76,16 +76,16 @@ def test_dqn_refuses_continuous_actions():
 def test_every_rl_space_draw_builds_an_agent(data, algo):
     "rl-zoo style spaces: every sampled parameter set is accepted by the stable-baselines3 constructor."
     import optuna
-    from atf.trainers.rl import RL_SPACES, _algo_class, _policy_kwargs
+    from atf.trainers.rl import RL_SPACES, algo_class, policy_kwargs
     from atf.tuning import check_space, suggest
     df, tr, va = data
     env = RLTrainer(algo, env_kwargs={"window": 5}).make_env(df, tr, training=True)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
         params = suggest(study.ask(), check_space(RL_SPACES[algo]))
-        kw = _policy_kwargs(params)
+        kw = policy_kwargs(params)
         if "n_steps" in params and "batch_size" in params: params["batch_size"] = min(params["batch_size"], params["n_steps"])
-        _algo_class(algo)("MlpPolicy", env, policy_kwargs=kw or None, device="cpu", **params)
+        algo_class(algo)("MlpPolicy", env, policy_kwargs=kw or None, device="cpu", **params)
 
 
 def test_rl_objective_reports_and_prunes(data, tmp_path):

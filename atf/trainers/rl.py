@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,26 +14,34 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import stable_baselines3 as sb3
+import torch.nn as nn
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecMonitor
+from tqdm.auto import tqdm
 
 from ..envs import TradingEnv, TradingVecEnv
+from ..metrics import summary
+from .supervised import resolve_device
+from ..tuning import Pruned
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ALGOS', 'CONTINUOUS_ONLY', 'DISCRETE_ONLY', 'RL_SPACES', 'RLTrainResult', 'RLTrainer', 'rl_objective']
+__all__ = ['log', 'ALGOS', 'CONTINUOUS_ONLY', 'DISCRETE_ONLY', 'RL_SPACES', 'algo_class', 'policy_kwargs', 'segment_env',
+           'policy_pass', 'RLTrainResult', 'ValidationCallback', 'RLTrainer', 'rl_objective']
 
-# %% ../../nbs/17_trainers_rl.ipynb #d4319b02
+# %% ../../nbs/17_trainers_rl.ipynb #8e05d5df
 ALGOS = {"ppo": "PPO", "a2c": "A2C", "dqn": "DQN", "sac": "SAC"}
 CONTINUOUS_ONLY, DISCRETE_ONLY = {"sac"}, {"dqn"}
 
-def _algo_class(name: str):
-    import stable_baselines3 as sb3
+def algo_class(name: str):
+    "The stable-baselines3 class of an algorithm name (`ALGOS`)."
     if name not in ALGOS: raise ValueError(f"unknown algorithm {name!r}; choose from {sorted(ALGOS)}")
     return getattr(sb3, ALGOS[name])
 
-def _policy_kwargs(params: dict) -> dict:
-    "net_arch ('small'/'medium' or a list) and activation ('tanh'/'relu') from flat tuning params."
-    import torch.nn as nn
+def policy_kwargs(params: dict) -> dict:
+    "net_arch ('tiny'/'small'/'medium' or a list) and activation ('tanh'/'relu') popped from flat tuning params."
     arch = params.pop("net_arch", None)
     act = params.pop("activation", None)
     out = {}
@@ -40,7 +49,42 @@ def _policy_kwargs(params: dict) -> dict:
     if act is not None: out["activation_fn"] = {"tanh": nn.Tanh, "relu": nn.ReLU}[act]
     return out
 
-# %% ../../nbs/17_trainers_rl.ipynb #7aa1e8af
+# %% ../../nbs/17_trainers_rl.ipynb #a6a1e823
+def segment_env(df: pd.DataFrame,            # all bars of the asset
+                segment,                     # bar positions of the segment (its first and last are used)
+                env_kwargs: dict,            # TradingEnv arguments (window, action, reward, costs, ...)
+                training: bool = False,      # True: `n_envs` accounts at random starts; False: one deterministic pass
+                n_envs: int = 1,             # training accounts stepped together
+                seed: int = 0,               # seed of the training episodes' starts
+                scaler=None,                 # evaluation: the training environment's scaler
+               ) -> TradingEnv | TradingVecEnv:
+    "The environment over `segment`: a TradingVecEnv for training, a TradingEnv for one evaluation pass."
+    seg = (int(segment[0]), int(segment[-1]) + 1)
+    past = df.iloc[:seg[1]]                       # the env never holds a bar after its segment
+    kw = dict(env_kwargs)
+    if training:
+        kw.setdefault("random_start", True); kw.setdefault("episode_length", 256)
+        return TradingVecEnv(n_envs, seed=seed, df=past, segment=seg, **kw)
+    kw.update(random_start=False, episode_length=None)
+    return TradingEnv(past, segment=seg, scaler=scaler, **kw)
+
+# %% ../../nbs/17_trainers_rl.ipynb #3dcc544f
+def policy_pass(model, env: TradingEnv) -> dict:
+    "Deterministic pass of `model` over `env`: atf.metrics of its net returns, its positions and equity, mean and total reward."
+    obs, info = env.reset()
+    start, rets, pos, rewards = info["bar"], [], [], []
+    while True:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, r, term, trunc, info = env.step(action)
+        rets.append(info["net_return"]); pos.append(info["position"]); rewards.append(r)
+        if term or trunc: break
+    idx = env.index[start + 1:start + 1 + len(rets)]
+    returns, positions = pd.Series(rets, idx, name="agent"), pd.Series(pos, idx, name="position")
+    return {"trading": summary(returns, positions), "mean_reward": float(np.mean(rewards)), "first_bar": env.index[start],
+            "total_reward": float(np.sum(rewards)), "returns": returns, "positions": positions,
+            "equity": info["equity"]}
+
+# %% ../../nbs/17_trainers_rl.ipynb #84ebd510
 @dataclass
 class RLTrainResult:
     "Evaluation history and outcome of one `train()` call."
@@ -49,11 +93,49 @@ class RLTrainResult:
     device: str
     timesteps: int
 
+class ValidationCallback(BaseCallback):
+    "Validation pass every `every` timesteps and at the end of training; one row per pass in `rows`."
+    def __init__(self,
+                 evaluate: Callable[[], dict],                         # one validation pass (`policy_pass`'s result)
+                 every: int,                                           # timesteps between passes
+                 on_eval: Callable[[int, dict], None] | None = None,   # called with (timesteps, row) after each pass
+                 bar=None,                                             # tqdm bar to advance
+                ):
+        super().__init__()
+        self.evaluate, self.every, self.on_eval, self.rows = evaluate, every, on_eval, []
+        self.bar = bar if bar is not None else tqdm(disable=True)
+
+    def _evaluate(self) -> None:
+        ev = self.evaluate()
+        row = {"step": self.num_timesteps, "val_sharpe": ev["trading"]["sharpe"],
+               "val_reward": ev["mean_reward"], "val_total_return": ev["trading"]["total_return"]}
+        if not np.isfinite(row["val_reward"]): raise FloatingPointError(f"validation reward {row['val_reward']}")
+        self.rows.append(row)
+        if self.on_eval is not None: self.on_eval(self.num_timesteps, row)
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.num_timesteps - self.bar.n)
+        if self.num_timesteps >= (len(self.rows) + 1) * self.every:
+            self._evaluate(); self.bar.set_postfix(val_sharpe=f"{self.rows[-1]['val_sharpe']:.3f}")
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.rows or self.rows[-1]["step"] != self.num_timesteps: self._evaluate()
+        self.bar.close()
+
+# %% ../../nbs/17_trainers_rl.ipynb #04df8e46
 class RLTrainer:
     "Train and evaluate a stable-baselines3 agent on atf TradingEnv segments."
-    def __init__(self, algo: str = "ppo", params: dict | None = None, env_kwargs: dict | None = None,
-                 total_timesteps: int = 20_000, eval_every: int = 5_000, seed: int = 0, device: str = "auto",
-                 n_envs: int = 1):
+    def __init__(self,
+                 algo: str = "ppo",                # one of ALGOS
+                 params: dict | None = None,       # SB3 constructor arguments, plus flat net_arch/activation
+                 env_kwargs: dict | None = None,   # TradingEnv arguments (window, action, reward, costs, ...)
+                 total_timesteps: int = 20_000,    # training timesteps, all accounts together
+                 eval_every: int = 5_000,          # timesteps between validation passes
+                 seed: int = 0,                    # seed of the agent and of the training episodes' starts
+                 device: str = "auto",             # torch device; "auto": CUDA when visible, else CPU
+                 n_envs: int = 1,                  # training accounts stepped together (TradingVecEnv)
+                ):
         self.algo, self.params, self.seed, self.device, self.n_envs = algo, dict(params or {}), seed, device, int(n_envs)
         self.env_kwargs = dict(env_kwargs or {})
         self.total_timesteps, self.eval_every = int(total_timesteps), int(eval_every)
@@ -65,71 +147,28 @@ class RLTrainer:
 
     def make_env(self, df: pd.DataFrame, segment, training: bool = False) -> TradingEnv | TradingVecEnv:
         "Training: `n_envs` accounts at random starts (TradingVecEnv); otherwise one deterministic pass (TradingEnv)."
-        seg = (int(segment[0]), int(segment[-1]) + 1)
-        past = df.iloc[:seg[1]]                       # the env never holds a bar after its segment
-        kw = dict(self.env_kwargs)
-        if training:
-            kw.setdefault("random_start", True); kw.setdefault("episode_length", 256)
-            return TradingVecEnv(self.n_envs, seed=self.seed, df=past, segment=seg, **kw)
-        kw.update(random_start=False, episode_length=None)
-        return TradingEnv(past, segment=seg, scaler=self.scaler, **kw)
+        return segment_env(df, segment, self.env_kwargs, training, self.n_envs, self.seed, None if training else self.scaler)
 
     def train(self, df: pd.DataFrame, train_idx, val_idx, callback: Callable[[int, dict], None] | None = None,
               progress: bool = False) -> RLTrainResult:
         "Fit on the training bars; every `eval_every` steps evaluate on validation and call `callback(step, metrics)`."
-        from stable_baselines3.common.callbacks import BaseCallback
-        from stable_baselines3.common.vec_env import VecMonitor
-        from atf.trainers.supervised import resolve_device
         train_env = self.make_env(df, train_idx, training=True)
         self.scaler = train_env.scaler
         val_env = self.make_env(df, val_idx)
         params = dict(self.params)
-        policy_kwargs = _policy_kwargs(params)
-        device = resolve_device(self.device)
-        self.model = _algo_class(self.algo)("MlpPolicy", VecMonitor(train_env), seed=self.seed, device=device, verbose=0,
-                                            policy_kwargs=policy_kwargs or None, **params)
-        rows, trainer = [], self
-
-        class Evaluate(BaseCallback):
-            "Validation pass every `eval_every` steps (counting all envs) and once more at the end."
-            def _evaluate(self) -> None:
-                ev = trainer.evaluate_env(val_env)
-                row = {"step": self.num_timesteps, "val_sharpe": ev["trading"]["sharpe"],
-                       "val_reward": ev["mean_reward"], "val_total_return": ev["trading"]["total_return"]}
-                if not np.isfinite(row["val_reward"]): raise FloatingPointError(f"validation reward {row['val_reward']}")
-                rows.append(row)
-                if callback is not None: callback(self.num_timesteps, row)
-            def _on_step(self) -> bool:
-                bar.update(self.num_timesteps - bar.n)
-                if self.num_timesteps >= (len(rows) + 1) * trainer.eval_every:
-                    self._evaluate(); bar.set_postfix(val_sharpe=f"{rows[-1]['val_sharpe']:.3f}")
-                return True
-            def _on_training_end(self) -> None:
-                if not rows or rows[-1]["step"] != self.num_timesteps: self._evaluate()
-                bar.close()
-
+        kw, device = policy_kwargs(params), resolve_device(self.device)
+        self.model = algo_class(self.algo)("MlpPolicy", VecMonitor(train_env), seed=self.seed, device=device, verbose=0,
+                                           policy_kwargs=kw or None, **params)
         t0 = time.perf_counter()
-        from tqdm.auto import tqdm
         bar = tqdm(total=self.total_timesteps, desc=f"{self.algo} timesteps", disable=not progress)
-        self.model.learn(self.total_timesteps, callback=Evaluate())
-        hist = pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+        validation = ValidationCallback(lambda: self.evaluate_env(val_env), self.eval_every, callback, bar)
+        self.model.learn(self.total_timesteps, callback=validation)
+        hist = pd.DataFrame(validation.rows).set_index("step") if validation.rows else pd.DataFrame()
         return RLTrainResult(hist, time.perf_counter() - t0, device, self.total_timesteps)
 
     def evaluate_env(self, env: TradingEnv) -> dict:
-        "Deterministic pass over an env: atf.metrics of its net returns, and the mean and total reward."
-        from atf.metrics import summary
-        obs, info = env.reset()
-        start, rets, pos, rewards = info["bar"], [], [], []
-        while True:
-            action, _ = self.model.predict(obs, deterministic=True)
-            obs, r, term, trunc, info = env.step(action)
-            rets.append(info["net_return"]); pos.append(info["position"]); rewards.append(r)
-            if term or trunc: break
-        idx = env.index[start + 1:start + 1 + len(rets)]
-        returns, positions = pd.Series(rets, idx, name="agent"), pd.Series(pos, idx, name="position")
-        return {"trading": summary(returns, positions), "mean_reward": float(np.mean(rewards)), "first_bar": env.index[start],
-                "total_reward": float(np.sum(rewards)), "returns": returns, "positions": positions,
-                "equity": info["equity"]}
+        "Deterministic pass over an env (`policy_pass`)."
+        return policy_pass(self.model, env)
 
     def evaluate(self, df: pd.DataFrame, segment) -> dict:
         "Deterministic pass of the trained policy over `segment` bars (scaled with the training scaler)."
@@ -137,7 +176,6 @@ class RLTrainer:
 
     def save(self, path: str | Path) -> Path:
         "The SB3 zip, plus the feature scaler and env settings beside it (`<name>.atf.pkl`)."
-        import pickle
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
         self.model.save(path)
         with open(path.with_suffix(".atf.pkl"), "wb") as f:
@@ -169,11 +207,19 @@ RL_SPACES: dict[str, dict] = {
             "train_freq": [1, 4, 8], "tau": [0.001, 0.005, 0.01, 0.02, 0.05], "net_arch": ["tiny", "small", "medium"]},
 }
 
-def rl_objective(df: pd.DataFrame, train_idx, val_idx, algo: str = "ppo", env_kwargs: dict | None = None,
-                 total_timesteps: int = 20_000, eval_every: int = 5_000, metric: str = "val_sharpe",
-                 seeds: tuple[int, ...] = (0,), n_envs: int = 1):
+# %% ../../nbs/17_trainers_rl.ipynb #9d4850a4
+def rl_objective(df: pd.DataFrame,                # all bars of the asset
+                 train_idx,                       # bar positions of the training segment
+                 val_idx,                         # bar positions of the validation segment
+                 algo: str = "ppo",               # one of ALGOS
+                 env_kwargs: dict | None = None,  # TradingEnv arguments
+                 total_timesteps: int = 20_000,   # training timesteps per agent
+                 eval_every: int = 5_000,         # timesteps between validation passes (reported to the pruner)
+                 metric: str = "val_sharpe",      # "val_sharpe", "val_reward" or "val_total_return"
+                 seeds: tuple[int, ...] = (0,),   # one agent per seed; the objective is their median
+                 n_envs: int = 1,                 # training accounts stepped together
+                ):
     "An atf.tuning objective for an agent: trains on train bars only, reports and returns the validation metric."
-    from atf.tuning import Pruned
     if metric not in ("val_sharpe", "val_reward", "val_total_return"):
         raise ValueError(f"metric {metric!r}: use val_sharpe, val_reward or val_total_return")
     def objective(params: dict, report) -> float:
