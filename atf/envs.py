@@ -203,9 +203,9 @@ class TradingEnv(_TradingEnvSetup):
         return float(d)
 
     def step(self, action):
-        w, wd = self.target(action), self._wd
+        w, wd, kb, ks = self.target(action), self._wd, self.k_buy, self.k_sell
         h = wd if self._hold_same and w == self._w else w                # on_change: an unchanged target holds the shares
-        c = cost_factor(wd, h, self.k_buy, self.k_sell)                  # trade at this bar's close
+        c = cost_factor(wd, h, kb, ks)                                   # trade at this bar's close
         if (w > 0) != (self._w > 0) or (w < 0) != (self._w < 0): self._entry_equity = self.equity * c
         t = self._t = self._t + 1
         r = self._r[t]
@@ -215,7 +215,7 @@ class TradingEnv(_TradingEnvSetup):
         growth = c * g
         truncated = t >= self._t_end
         if truncated:                                                    # close the position at the last bar
-            growth *= cost_factor(self._wd, 0.0, self.k_buy, self.k_sell)
+            growth *= cost_factor(self._wd, 0.0, kb, ks)
             self._w = self._wd = 0.0
         self.equity *= growth
         info = {"bar": t, "equity": self.equity, "position": w, "net_return": growth - 1.0}
