@@ -103,7 +103,12 @@ def feature_rows(df: pd.DataFrame,                        # OHLCV bars
         raise ValueError(f"features have NaN/inf inside the episode range at bars {list(df.index[bad])}")
     return F, first, end
 
-def scaled_features(F: np.ndarray, first: int, end: int, scaler=None) -> tuple[Any, np.ndarray]:
+# %% ../nbs/16_envs.ipynb #79939a37
+def scaled_features(F: np.ndarray,       # raw feature rows, one per bar
+                    first: int,          # first usable bar
+                    end: int,            # one past the last usable bar
+                    scaler=None,         # a fitted scaler; None: fit one on bars [first, end)
+                   ) -> tuple[Any, np.ndarray]:
     "The scaler (fit on bars [first, end) unless given) and the scaled rows clipped at +-OBS_CLIP, float32, read-only."
     scaler = scaler if scaler is not None else fit_scaler(F[first:end])
     X = np.clip(scaler.transform(np.where(np.isfinite(F), F, 0.0)), -OBS_CLIP, OBS_CLIP).astype(np.float32)
@@ -339,6 +344,7 @@ def _aligned_frames(frames: dict[str, pd.DataFrame], align: str) -> dict[str, pd
     if lost: logging.getLogger(__name__).warning("PortfolioEnv align='inner' dropped rows: %s", lost)
     return {n: f.loc[common] for n, f in frames.items()}
 
+# %% ../nbs/16_envs.ipynb #f4ca5235
 def portfolio_arrays(frames: dict[str, pd.DataFrame],             # OHLCV bars per asset, on one shared index
                      features: FeatureSpec | dict | None = None,   # feature settings (atf.features); None: the defaults
                      window: int = 10,                            # bars of features in one observation
