@@ -184,3 +184,50 @@ def test_portfolio_env_checkers_and_bad_input():
     assert len(PortfolioEnv(frames, align="inner", window=5).index) == 295
     with pytest.raises(ValueError, match="at least two assets"):
         PortfolioEnv({"AAPL": frames["AAPL"]})
+
+
+def test_envs_build_from_one_public_env_arrays(ibm):
+    "TradingEnv, TradingVecEnv and export read one EnvArrays: read-only, shared, equal to building from the frame."
+    from atf.envs import EnvArrays, TradingVecEnv, env_arrays
+    data = env_arrays(ibm, window=5, segment=(50, 300))
+    assert isinstance(data, EnvArrays) and not data.features.flags.writeable and not data.returns.flags.writeable
+    assert (data.window, data.end, data.obs_features) == (5, 300, 5 * data.n_features)
+    env, same = TradingEnv(data=data, fee_bps=3), TradingEnv(ibm, window=5, segment=(50, 300), fee_bps=3)
+    assert env.data is data and env.observation_space.shape == (data.obs_features + 1,)
+    (o1, i1), (o2, _) = env.reset(), same.reset()
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(o1[:data.obs_features], data.window_at(i1["bar"]))
+    for a in [2, 2, 0, 1, 1, 2] * 10:
+        s1, s2 = env.step(a), same.step(a)
+        np.testing.assert_array_equal(s1[0], s2[0]); assert s1[1:4] == s2[1:4] and s1[4] == s2[4]
+    venv = TradingVecEnv(3, data=data)
+    assert venv.data is data and venv.proto.data is data
+    np.testing.assert_array_equal(data.windows[data.first - 4], data.window_at(data.first))
+
+
+def test_portfolio_env_builds_without_single_asset_envs(monkeypatch):
+    from atf.envs import PortfolioEnv
+    def refuse(*a, **k): raise AssertionError("PortfolioEnv built a TradingEnv")
+    monkeypatch.setattr(TradingEnv, "__init__", refuse)
+    frames = {a: load_dataset("us_stocks", a).iloc[:200] for a in ("AAPL", "IBM")}
+    env = PortfolioEnv(frames, window=4)
+    from atf.envs import env_arrays
+    assert env.data.returns.shape == (200, 2) and env.data.n_features == 2 * env_arrays(frames["IBM"], window=4).n_features
+    obs, info = env.reset()
+    np.testing.assert_array_equal(obs[:env.data.obs_features], env.data.window_at(info["bar"]))
+
+
+def test_env_modules_read_no_private_attribute_of_another_object():
+    "envs, trainers.rl and export touch only their own (self.) private names; SB3's policy._predict is the one exception."
+    import ast
+    from pathlib import Path
+    import atf
+    root, allowed = Path(atf.__file__).parent, {"_predict"}        # SB3's policy entry point, as in SB3's ONNX recipe
+    for mod in ("envs.py", "trainers/rl.py", "export.py"):
+        tree = ast.parse((root / mod).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("atf")):
+                assert not [a.name for a in node.names if a.name.startswith("_")], f"{mod}:{node.lineno} imports a private name"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+                assert own or node.attr in allowed, f"{mod}:{node.lineno} reads .{node.attr} of another object"
