@@ -95,6 +95,10 @@ def simulate(r: np.ndarray, w: np.ndarray, fee: float = 0.0, slippage: float = 0
         if kb == 0 and ks == 0: c[i0:i1] = 1.0; continue
         c[i0:i1] = cost_factor(d, tgt, kb, ks)
     if trade is not None: c[~trade] = 1.0         # a held position trades nothing (w == w_d up to rounding)
+    if (c <= 0).any():                           # closing a position worth more than the equity left: ruin by costs
+        t, k = np.argwhere(c <= 0)[0]
+        raise ValueError(f"equity wiped out at bar {t}, column {k}: trading from weight {wd[t, k]:g} to {w[t, k]:g} "
+                         f"costs more than the equity left")
     return g, c, wd
 
 # %% ../nbs/05_backtest.ipynb #eaafd221

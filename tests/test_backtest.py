@@ -129,6 +129,7 @@ def test_two_dimensional_prices_pair_with_columns():
     ([100, 101.0], [0, 1, 0.0], "prices have 2 bars but positions have 3"),
     ([100, 50.0], [3.0, 0.0], "equity wiped out at bar 1"),
     ([100, 101.0], [1.0, 0.0], None),
+    ([100, 199.9], [-1.0, 0.0], "equity wiped out at bar 1, column 0: trading from weight"),
 ])
 def test_bad_input_is_named(prices, positions, message):
     if message is None:
@@ -136,7 +137,7 @@ def test_bad_input_is_named(prices, positions, message):
             backtest(prices, positions, rebalance="daily")
         return
     with pytest.raises(ValueError, match=message):
-        backtest(prices, positions)
+        backtest(prices, positions, fee_bps=10, slippage_bps=10)
 
 
 def test_misaligned_indexes_are_refused(aapl):
