@@ -240,12 +240,15 @@ def _env_obs(env, model):
 
 def export_run(run_dir: str | Path, keys: list[str] | None = None) -> list[Path]:
     "Export each key's final model into RUN/models/<key>/ with parity checks and a manifest; returns the directories."
-    from atf.experiments import is_rl, load_experiment, prepare
+    from atf.experiments import load_experiment, prepare
+    from atf.learners import AgentLearner, SupervisedLearner, learner_class
     from atf.features import make_features
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists() or not (run_dir / "folds.csv").exists():
         raise ExportError(f"{run_dir} is not a finished experiment run (config.yaml and folds.csv are missing)")
     cfg = load_experiment(run_dir / "config.yaml")
+    exporter = {SupervisedLearner: _export_supervised, AgentLearner: _export_rl}.get(learner_class(cfg.model.name))
+    if exporter is None: raise ExportError(f"model.name {cfg.model.name!r}: this learner has no serving graph to export")
     run_meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     metrics = pd.read_csv(run_dir / "metrics.csv", index_col=0, header=[0, 1]) if (run_dir / "metrics.csv").exists() else None
     keys = keys or run_keys(run_dir)
@@ -260,7 +263,7 @@ def export_run(run_dir: str | Path, keys: list[str] | None = None) -> list[Path]
         out = run_dir / "models" / key
         if out.exists(): shutil.rmtree(out)
         out.mkdir(parents=True)
-        part = (_export_rl if is_rl(cfg) else _export_supervised)(run_dir, key, cfg, df, F, fold, out)
+        part = exporter(run_dir, key, cfg, df, F, fold, out)
         held = part.pop("held_out_bars")
         train = (df.index >= pd.Timestamp(fold["train_start"])) & (df.index <= pd.Timestamp(fold["train_end"]))
         min_bars, bars_diff = min_bars_for(df, F, spec, part["window"], held[:: max(1, len(held) // 20)])

@@ -20,6 +20,7 @@ def make_objective(epochs: int):
     import torch
     torch.set_num_threads(1)                     # one core per worker: 1- and 2-process runs compare fairly
     from atf.experiments import fold_objective, load_experiment, prepare
+    from atf.learners import FoldData
     from atf.features import direction_labels, make_features
     from atf.validation import WalkForward
     cfg = load_experiment({"data": {"dataset": "us_stocks", "assets": ["AAPL"], "start": "2004-01-01", "end": "2012-12-31"},
@@ -29,7 +30,7 @@ def make_objective(epochs: int):
     df = prepare(cfg, "AAPL", "native")
     F, y = make_features(df, cfg.features), direction_labels(df["close"], 1)
     fold = WalkForward(train=1000, validation=300, test=300).split(df)[0]
-    return fold_objective(F, y, df["close"], fold.train, fold.validation, cfg, 252.0)
+    return fold_objective(FoldData(df, F, y, 252.0), fold.train, fold.validation, cfg)
 
 
 SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True},

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from atf.experiments import fold_objective, load_experiment, prepare, regime_labels
+from atf.learners import FoldData
 from atf.features import direction_labels, make_features
 from atf.tuning import tune
 from atf.validation import WalkForward
@@ -22,7 +23,7 @@ TINY = {"name": "tiny", "data": {"dataset": "us_stocks", "assets": ["MSFT"], "st
 
 
 def tune_fold(cfg, df, F, y, fold, storage):
-    obj = fold_objective(F, y, df["close"], fold.train, fold.validation, cfg, 252.0)
+    obj = fold_objective(FoldData(df, F, y, 252.0), fold.train, fold.validation, cfg)
     return tune(obj, cfg.search_space, n_trials=3, storage=storage, study_name="f", seed=7, pruner="none")
 
 
@@ -117,7 +118,6 @@ TINY_RL = {**TINY, "name": "tiny-ppo",
 
 def test_rl_tuning_never_sees_test_data(tmp_path):
     "Agents are tuned on train/validation bars only: poisoned bars after validation change no trial."
-    from atf.experiments import rl_fold_objective
     cfg = load_experiment(TINY_RL)
     df = prepare(cfg, "MSFT", "native")
     fold = WalkForward(train=500, validation=200, test=250, label_horizon=1).split(df)[0]
@@ -125,7 +125,8 @@ def test_rl_tuning_never_sees_test_data(tmp_path):
     poisoned = df.copy()
     poisoned.iloc[after, poisoned.columns.get_loc("close")] *= np.random.default_rng(0).uniform(0.5, 2.0, len(after))
     def study(frame, name):
-        return tune(rl_fold_objective(frame, fold.train, fold.validation, cfg), cfg.search_space, n_trials=3,
+        data = FoldData(frame, make_features(frame, cfg.features), direction_labels(frame["close"], 1), 252.0)
+        return tune(fold_objective(data, fold.train, fold.validation, cfg), cfg.search_space, n_trials=3,
                     storage=f"sqlite:///{tmp_path / name}", study_name="f", seed=7, pruner="none")
     clean, dirty = study(df, "a.db"), study(poisoned, "b.db")
     assert dirty.best_params == clean.best_params
@@ -172,7 +173,7 @@ def test_fold_tasks_pickle_and_every_executor_gives_the_same_results(tmp_path):
     import pickle
     from atf.experiments import ProcessExecutor, SerialExecutor, fold_tasks, run_asset
     cfg = load_experiment({**TINY, "tuning": {"n_trials": 2, "metric": "sharpe", "pruner": "none"}, "memory_bank": None})
-    tasks = fold_tasks(cfg, "MSFT", "native", tmp_path / "t", 252.0)
+    tasks = fold_tasks(cfg, "MSFT", "native", tmp_path / "t")
     assert len(tasks) >= 2 and pickle.loads(pickle.dumps(tasks[0])).fold.test.tolist() == tasks[0].fold.test.tolist()
     assert [t.save_model is not None for t in tasks] == [False] * (len(tasks) - 1) + [True]
     (tmp_path / "a").mkdir(); (tmp_path / "b").mkdir()
