@@ -26,7 +26,7 @@ from .features import FeatureSpec, direction_labels, make_features
 from .learners import FoldData, LogisticLearner, learner_class
 from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, git_commit
 from .trainers.supervised import TrainParams
-from .tuning import default_storage, tune
+from .tuning import create_storage, default_storage, tune
 from .validation import Fold, fold_returns, stitch_account
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ def run_asset(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path, prog
     data = fold_inputs(cfg, asset, timeframe)
     df, P = data.bars, data.periods_per_year
     tasks = fold_tasks(cfg, asset, timeframe, out)
+    create_storage(cfg.tuning.storage or default_storage(out))     # the schema once, before workers share the file
     results = (executor or SerialExecutor()).map(run_fold, tasks, desc=f"{asset}_{timeframe} folds", progress=progress)
     pos, base = [r.positions for r in results], [r.baseline for r in results]
     costs = {**asdict(cfg.costs), "rebalance": cfg.trading.rebalance}

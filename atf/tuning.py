@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'Objective', 'DEFAULT_SPACE', 'Pruned', 'metric_direction', 'check_space', 'suggest', 'TuneResult',
-           'default_storage', 'tune', 'record_study']
+           'default_storage', 'create_storage', 'tune', 'record_study']
 
 # %% ../nbs/13_tuning.ipynb #b268df04
 class Pruned(Exception):
@@ -104,6 +104,10 @@ def _storage(url: str):
         return RDBStorage(url, heartbeat_interval=10, grace_period=30,
                           engine_kwargs={"connect_args": {"timeout": 60}})
     return url
+
+def create_storage(url: str) -> None:
+    "Create the storage's tables now: do it once before several processes open a new SQLite file at the same time."
+    if url.startswith("sqlite"): _storage(url)
 
 def _pruner(name: str | None):
     import optuna
