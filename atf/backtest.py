@@ -210,7 +210,7 @@ def backtest(prices,                       # closes: Series, array, an OHLCV fra
                           costs=frame(costs), turnover=frame(traded), asset_returns=r, fee=fee, slippage=slip,
                           rebalance=rebalance, initial_capital=initial_capital, squeeze=w1d and p1d)
 
-# %% ../nbs/05_backtest.ipynb #95038681
+# %% ../nbs/05_backtest.ipynb #acb1a6b2
 def portfolio_cost_factor(w: np.ndarray, wd: np.ndarray, k_buy: float, k_sell: float, max_iter: int = 20) -> np.ndarray:
     "Equity kept when trading from drifted weights `wd` to targets `w` (last axis = assets), one factor per row."
     w, wd = np.asarray(w, dtype=float), np.asarray(wd, dtype=float)
@@ -241,6 +241,7 @@ class PortfolioResult:
         from atf.metrics import summary
         return summary(self.returns, self.weights.abs().sum(axis=1), **kw)
 
+# %% ../nbs/05_backtest.ipynb #2d612f27
 def backtest_portfolio(prices: pd.DataFrame,          # closes, one column per asset
                        weights: pd.DataFrame,         # target weights decided at each close, same columns and index
                        fee_bps: float = 0.0,          # commission, basis points of the notional traded

@@ -37,7 +37,7 @@ __all__ = ['log', 'EXECUTORS', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'Tr
            'periods_for', 'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'SerialExecutor', 'ProcessExecutor',
            'make_executor', 'fold_tasks', 'run_asset', 'report_key', 'run_experiment']
 
-# %% ../nbs/15_experiments.ipynb #c2f359d0
+# %% ../nbs/15_experiments.ipynb #b48ec395
 @dataclass
 class LabelConfig:
     horizon: int = 1
@@ -81,6 +81,7 @@ class RLConfig:
     episode_length: int | None = 256
     seeds: list[int] = field(default_factory=lambda: [0])
 
+# %% ../nbs/15_experiments.ipynb #51a85746
 @dataclass
 class ExecutionConfig:
     "How fold tasks run: 'serial' in this process, or 'process' in a pool of `workers` processes."
