@@ -449,16 +449,17 @@ def map_case(ctx, case):
 """
 
 
-def run_schemathesis(url: str, workdir: Path, max_examples: int, seed: int = 1) -> tuple[int, str]:
+def run_schemathesis(url: str, workdir: Path, max_examples: int, seed: int = 1, workers: int = 1,
+                     timeout: float = 900) -> tuple[int, str]:
     "schemathesis with every check against a running server; (cases generated, output). Fails on any failure."
     (workdir / "hooks.py").write_text(SCHEMATHESIS_HOOKS)
     (workdir / "bars.json").write_text(json.dumps(bars_body(600)["bars"]))
     exe = str(Path(sys.executable).parent / "schemathesis")
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "hooks", "PYTHONPATH": str(workdir)}
     res = subprocess.run([exe, "run", url + "/openapi.json", "-H", f"X-API-Key: {KEY}", "--checks", "all",
-                          "--max-examples", str(max_examples), "--seed", str(seed), "--no-color", "--workers", "1",
+                          "--max-examples", str(max_examples), "--seed", str(seed), "--no-color", "--workers", str(workers),
                           "--suppress-health-check", "all"],
-                         capture_output=True, text=True, timeout=1800, cwd=workdir, env=env)
+                         capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env)
     out = re.sub(r"\[[-0-9.e+, \[\]]{200,}\]", "[...]", res.stdout + res.stderr)
     assert res.returncode == 0, out[-8000:]
     return int(re.search(r"(\d+) generated", out).group(1)), out
@@ -513,7 +514,7 @@ def test_a_broken_graph_with_a_matching_manifest_is_refused_not_crashed(exported
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["schemathesis"]:
-    # the full run, once by hand: python tests/test_serve.py schemathesis [MAX_EXAMPLES]
+    # the full run, once by hand (about half an hour on 2 cores): python tests/test_serve.py schemathesis [MAX_EXAMPLES]
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import _tiny_run
     from atf.export import export_run
@@ -522,6 +523,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["schemathesis"]:
     lstm = export_run(_tiny_run(work, "lstm", {"name": "lstm", "window": 8, "params": {"hidden": 8}}, {"search_space": {"lr": [0.003]}}))[0]
     t0 = time.time()
     with server(mlp, "--api-key", KEY, "--fallback", str(lstm)) as (url, _):
-        cases, out = run_schemathesis(url, work, max_examples=int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
+        cases, out = run_schemathesis(url, work, max_examples=int(sys.argv[2]) if len(sys.argv) > 2 else 1500,
+                                      workers=2, timeout=7200)
     print(out[-3000:])
     print(f"schemathesis --checks all: {cases} generated test cases, no failure, {time.time() - t0:.0f} s")
