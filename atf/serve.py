@@ -404,16 +404,13 @@ def _errors(e: ValidationError) -> list[dict]:
 
 def parse_request(schema: type[BaseModel], # from `request_model`
                   raw: bytes, # the request body
-                  max_batch: int, # most windows per request
                   ) -> BaseModel:
-    "The validated /predict body: 400 when it is not JSON, 413 for a batch above the limit, else 422 naming each bad field."
+    "The validated /predict body: 400 when it is not JSON, else 422 naming each bad field (a batch above the limit too)."
     try: return schema.model_validate_json(raw, strict=True)
     except ValidationError as e:
         errs = _errors(e)
         if errs[0]["type"] == "json_invalid":
             raise HTTPException(400, f"body is not valid JSON: {errs[0]['msg'].removeprefix('Invalid JSON: ')}") from None
-        if any(x["type"] == "too_long" and x["loc"] == ["body", "features"] for x in errs):
-            raise HTTPException(413, f"batch above the limit of {max_batch} windows") from None
         raise RequestValidationError(errs) from None
 
 # %% ../nbs/19_serve.ipynb #d5ba3378
@@ -807,10 +804,9 @@ async def read_body(scope, receive, # the ASGI request scope and receive channel
         return {"type": "http.request", "body": body, "more_body": False}
     return replay
 
-# %% ../nbs/19_serve.ipynb #eabf544e
+# %% ../nbs/19_serve.ipynb #beac70b4
 def _predict_route(app: FastAPI, svc: Service) -> None:
     "POST /predict: the body is parsed by `parse_request` against the current contract (documented in `_openapi`)."
-    cfg = svc.cfg
 
     async def predict(request: Request):
         "Signal, probabilities or action, target position and rebalancing rule per window; see the chapter for failover."
@@ -818,7 +814,7 @@ def _predict_route(app: FastAPI, svc: Service) -> None:
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if ctype != "application/json": raise HTTPException(415, "send the body as application/json")
         models = svc.models                                   # one generation for the whole request
-        req = parse_request(models.schema, await request.body(), cfg.max_batch)
+        req = parse_request(models.schema, await request.body())
         c = models.contract
         if c is None: raise HTTPException(503, f"no model to answer with: {models.primary_error}")
         frame = None
@@ -919,10 +915,10 @@ def _error_codes(path: str, method: str, cfg: ServeConfig) -> dict[str, str]:
     if cfg.api_key: codes["401"] = "missing or wrong X-API-Key"
     elif path.startswith("/admin"): codes["403"] = "/admin/* needs an API key (the service runs with --no-auth)"
     codes["503"] = "busy (max_in_flight requests in flight), or no model to answer with"
-    if method == "post": codes.update({"408": "body not complete within body_timeout_s", "413": "body or batch too large"})
+    if method == "post": codes.update({"408": "body not complete within body_timeout_s", "413": "body above max_body_bytes"})
     if path == "/predict":
         codes.update({"400": "body is not valid JSON", "415": "body is not application/json",
-                      "422": "a field is invalid (named in loc)"})
+                      "422": "a field is invalid (named in loc), a batch above max_batch included"})
     return codes
 
 def _openapi(app: FastAPI, svc: Service) -> dict:
