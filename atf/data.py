@@ -234,8 +234,11 @@ def package_file(package: str, relpath: str, requirement: str = "") -> Path:
     return path
 
 def file_sha256(path: str | Path) -> str:
-    "SHA-256 of a file (the data fingerprint recorded with results)."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    "SHA-256 of a file, read in 64 KiB pieces: the fingerprint of data files and of exported model files (atf's one hash)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16): h.update(chunk)
+    return h.hexdigest()
 
 # %% ../nbs/01_data.ipynb #0018eb2c
 def _wide_close(path: Path, asset: str) -> pd.DataFrame:
