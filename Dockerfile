@@ -25,7 +25,7 @@ RUN python3 -m venv /opt/venv \
  && export PIP_CERT="${PIP_CERT}" \
  && /opt/venv/bin/pip install -q -c requirements/constraints.txt $(sed -n 's/^serve_requirements *= *//p' settings.ini) \
  && /opt/venv/bin/pip install -q --no-deps . \
- && /opt/venv/bin/python -c "import atf.serve, sys; assert 'torch' not in sys.modules" \
+ && /opt/venv/bin/python -c "import atf.serving.app, atf.serving.cli, sys; assert 'torch' not in sys.modules" \
  && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools
 
 FROM ${BASE_IMAGE}
@@ -40,5 +40,5 @@ ENV HOST=0.0.0.0 PORT=8000
 EXPOSE 8000
 # the check calls /health where the server listens: $HOST ($PORT), a wildcard address read as loopback, no proxy
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python3", "-c", "import atf.serve_cli as c; raise SystemExit(c.healthcheck())"]
+  CMD ["python3", "-c", "import atf.serving.cli as c; raise SystemExit(c.healthcheck())"]
 ENTRYPOINT ["sh", "-c", "exec atf serve /model --host \"$HOST\" --port \"$PORT\" \"$@\"", "atf-serve"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .serve_cli import add_serve_command
+from .serving.cli import add_serve_command
 
 # %% auto #0
 __all__ = ['DEMO_CONFIG', 'build_parser', 'main']

@@ -1,12 +1,13 @@
-"""Serving speed: onnxruntime vs eager PyTorch behind the same FastAPI service, under an open-loop load on 127.0.0.1.
+"""Serving speed: onnxruntime vs TorchScript behind the same FastAPI service, under an open-loop load on 127.0.0.1.
 
-1. Per-call inference, in process: the exported ONNX graph in onnxruntime vs the eager PyTorch pipeline (the same
-   scaler + network), one row and 64 rows, 1 thread each.
+1. Per-call inference, in process: the exported serving graph, model.onnx in onnxruntime vs model.ts in TorchScript
+   (the same graph: scaling, network and position rules), one row and 64 rows, 1 thread each, through
+   `atf.serving.handle.ModelHandle` (its session and its feeds).
 2. Over HTTP: `atf serve` (uvicorn, 1 worker, 1 inference thread, an API key, the default connection limits and
-   timeouts) with --backend onnx and --backend torch; requests
+   timeouts) with --backend onnx and --backend torchscript; requests
    are sent at a fixed rate (open loop: a slow answer does not slow the sender) for batch 1 and batch 64; client-side
    latency p50/p95/p99, achieved requests/s and errors.
-Goals on 2 cores: p99 <= 10 ms at 200 requests/s for batch 1, and onnxruntime >= 3x eager PyTorch per single row.
+Goals on 2 cores: p99 <= 10 ms at 200 requests/s for batch 1, and onnxruntime at least as fast as TorchScript per row.
 
     python benchmarks/bench_serve.py [--model-dir reports/<run>/models/<key>] [--rate 200] [--seconds 10]
 """
@@ -108,30 +109,27 @@ def main() -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     a = ap.parse_args()
     import httpx
-    from atf.export import eager_session
-    import onnxruntime as ort
+    from atf.serving.handle import ModelHandle
     model = Path(a.model_dir) if a.model_dir else make_model(Path(tempfile.mkdtemp(prefix="atf-bench-serve-")))
     m = json.loads((model / "manifest.json").read_text())
     W, f = m["window"], len(m["features"]["names"])
     rng = np.random.default_rng(0)
     print(f"model {m['key']} ({m['model']}, window {W}, {f} features) from {model}")
 
-    opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
-    sess, eager = ort.InferenceSession(str(model / "model.onnx"), opts), eager_session(model, threads=1)
+    onnx, ts = ModelHandle(model, threads=1, backend="onnx"), ModelHandle(model, threads=1, backend="torchscript")
     print("\nper-call inference (median, 1 thread):")
     for b in a.batches:
-        x = {"features": rng.normal(size=(b, W, f)).astype(np.float32)}
-        if m["kind"] == "rl": x["state"] = np.zeros((b, len(m["state"])), np.float32)
-        t_onnx = per_call_us(lambda: sess.run(None, x), 2000)
-        t_torch = per_call_us(lambda: eager.run(None, x), 2000)
-        print(f"  batch {b:3d}: onnxruntime {t_onnx:8.1f} us   eager torch {t_torch:8.1f} us   ratio {t_torch / t_onnx:5.1f}x")
+        x = onnx.feeds(rng.normal(size=(b, W, f)).astype(np.float32))          # the features, and zero state if any
+        t_onnx = per_call_us(lambda: onnx.session.run(None, x), 2000)
+        t_ts = per_call_us(lambda: ts.session.run(None, x), 2000)
+        print(f"  batch {b:3d}: onnxruntime {t_onnx:8.1f} us   torchscript {t_ts:8.1f} us   ratio {t_ts / t_onnx:5.1f}x")
 
     print(f"\nHTTP, open loop at {a.rate:.0f} requests/s for {a.seconds:.0f} s, uvicorn 1 worker on 127.0.0.1:")
     failed = 0
-    for backend in ("onnx", "torch"):
+    for backend in ("onnx", "torchscript"):
         port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "atf.serve_cli", str(model), "--port", str(port), "--api-key", KEY,
+        proc = subprocess.Popen([sys.executable, "-m", "atf.serving.cli", str(model), "--port", str(port), "--api-key", KEY,
                                  "--backend", backend, "--threads", "1"],       # = `atf serve ...`
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         url = f"http://127.0.0.1:{port}"
@@ -142,13 +140,12 @@ def main() -> int:
                 except httpx.TransportError: pass
                 time.sleep(0.1)
             for b in a.batches:
-                payload = {"features": rng.normal(size=(b, W, f)).round(6).tolist()}
-                if m["kind"] == "rl": payload["state"] = [[0.0] * len(m["state"])] * b
+                payload = {"features": rng.normal(size=(b, W, f)).round(6).tolist()}     # state, if any: zeros
                 httpx.post(url + "/admin/reload", headers={"X-API-Key": KEY}, timeout=30)   # fresh latency window on the server
                 r = asyncio.run(open_loop("127.0.0.1", port, json.dumps(payload).encode(), a.rate, a.seconds))
                 srv = httpx.get(url + "/status", headers={"X-API-Key": KEY}).json()["request_latency"]
                 failed += r["errors"]
-                print(f"  {backend:5s} batch {b:3d}: client p50 {r['p50']:6.2f}  p95 {r['p95']:6.2f}  p99 {r['p99']:6.2f} ms | "
+                print(f"  {backend:11s} batch {b:3d}: client p50 {r['p50']:6.2f}  p95 {r['p95']:6.2f}  p99 {r['p99']:6.2f} ms | "
                       f"server p50 {srv['p50_ms']:6.2f}  p99 {srv['p99_ms']:6.2f} ms | {r['rps']:6.1f} req/s  "
                       f"errors {r['errors']}/{r['n']}")
         finally:

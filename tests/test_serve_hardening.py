@@ -203,14 +203,14 @@ def test_one_clients_out_of_range_input_does_not_open_the_breaker(exported):
 
 def test_a_model_that_is_not_finite_even_on_training_medians_opens_the_breaker(exported):
     "B9, the other side: when the model itself answers NaN (its canary too), everyone goes to the fallback."
-    from atf.serve import ServeConfig, Service, answer
+    from atf.serving.app import ServeConfig, Service, answer
     svc = Service(ServeConfig(model_dir=str(exported["mlp"]["model"]), no_auth=True))
     X, _ = windows(exported["mlp"]["model"], 2)
     models = svc.models
     who, _, _, reason = asyncio.run(answer(svc, models, X, None, None))
     assert who == "primary" and svc.breaker.state == "closed"
     class NaNSession:
-        def run(self, names, feeds): return [np.full((len(feeds["features"]), 2), np.nan, np.float32)]
+        def run(self, names, feeds): return [np.full((len(feeds["features"]), 1), np.nan, np.float32) for _ in names]
     models.primary.session = NaNSession()                        # the model breaks after it was loaded
     who, out, _, reason = asyncio.run(answer(svc, models, X, None, None))
     assert who == "flat" and reason.startswith("error: NonFiniteOutput") and "training medians" in reason
@@ -219,7 +219,7 @@ def test_a_model_that_is_not_finite_even_on_training_medians_opens_the_breaker(e
 
 def test_model_handles_are_freed_by_reference_counting(exported):
     "B11: a model handle holds no reference cycle, so dropping it frees its onnxruntime session without the collector."
-    from atf.serve import ModelHandle
+    from atf.serving.handle import ModelHandle
     gc.disable()
     try:
         h = ModelHandle(exported["mlp"]["model"])
@@ -255,11 +255,11 @@ def healthcheck_cmd() -> list[str]:
 
 def test_the_container_healthcheck_follows_host_and_port(exported):
     "B12: the HEALTHCHECK calls $HOST:$PORT (wildcards read as loopback), not a hard-coded 127.0.0.1, and no proxy."
-    from atf.serve_cli import health_url
+    from atf.serving.cli import health_url
     assert health_url("127.0.0.2", 8000) == "http://127.0.0.2:8000/health"
     assert health_url("0.0.0.0", 8000) == "http://127.0.0.1:8000/health" and health_url("::", 80) == "http://[::1]:80/health"
     cmd = healthcheck_cmd()
-    assert "atf.serve_cli" in " ".join(cmd) and "127.0.0.1" not in " ".join(cmd)
+    assert "atf.serving.cli" in " ".join(cmd) and "127.0.0.1" not in " ".join(cmd)
     with server(exported["mlp"]["model"], "--no-auth") as (url, proc):
         base = {**os.environ, "PORT": str(proc.port)}
         run = lambda **env: subprocess.run(cmd, env={**base, **env}, capture_output=True, text=True, timeout=30)
@@ -269,8 +269,8 @@ def test_the_container_healthcheck_follows_host_and_port(exported):
         assert dead.returncode == 1 and "unhealthy" in dead.stderr
 
 
-def test_atf_serve_is_the_serve_cli():
-    "`atf serve` is atf.serve_cli's command (atf.cli adds it with add_serve_command): same options."
+def test_atf_serve_is_the_serving_cli():
+    "`atf serve` is atf.serving.cli's command (atf.cli adds it with add_serve_command): same options."
     atf = str(Path(sys.executable).parent / "atf")
     out = subprocess.run([atf, "serve", "--help"], capture_output=True, text=True, timeout=60).stdout
     for option in ("--no-auth", "--header-timeout", "--body-timeout", "--max-connections", "--max-in-flight"):
