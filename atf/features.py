@@ -14,7 +14,7 @@ import pandas as pd
 __all__ = ['log_returns', 'rolling_volatility', 'rsi', 'macd', 'atr', 'volume_zscore', 'calendar_features', 'FeatureSpec',
            'make_features', 'forward_return', 'direction_labels', 'fit_scaler', 'make_windows']
 
-# %% ../nbs/10_features.ipynb #fcb19dd2
+# %% ../nbs/10_features.ipynb #bcc5693d
 def log_returns(close: pd.Series, horizon: int = 1) -> pd.Series:
     "Log return over the last `horizon` bars."
     return np.log(close / close.shift(horizon))
@@ -23,6 +23,7 @@ def rolling_volatility(close: pd.Series, window: int) -> pd.Series:
     "Standard deviation of 1-bar log returns over a trailing window (not annualised)."
     return log_returns(close).rolling(window).std(ddof=1)
 
+# %% ../nbs/10_features.ipynb #b0fe8d2f
 def rsi(close: pd.Series, window: int = 14) -> pd.Series:
     "Wilder's relative strength index in [0, 100], with recursive (causal) smoothing."
     d = close.diff()
@@ -37,6 +38,7 @@ def macd(close: pd.Series, fast: int = 12, slow: int = 26, signal: int = 9) -> p
     sig = ema(line, signal)
     return pd.DataFrame({"macd": line, "macd_signal": sig, "macd_hist": line - sig})
 
+# %% ../nbs/10_features.ipynb #90d74195
 def atr(df: pd.DataFrame, window: int = 14) -> pd.Series:
     "Average true range over the close (Wilder smoothing)."
     prev = df["close"].shift(1)
@@ -49,6 +51,7 @@ def volume_zscore(volume: pd.Series, window: int = 20) -> pd.Series:
     m, s = lv.rolling(window).mean(), lv.rolling(window).std(ddof=1)
     return (lv - m) / s.where(s > 0)
 
+# %% ../nbs/10_features.ipynb #25241fb9
 def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
     "Day of week and month as points on a circle; hour too for intraday bars."
     out = {}
@@ -57,17 +60,17 @@ def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
         out[f"{name}_sin"], out[f"{name}_cos"] = np.sin(2 * np.pi * val / period), np.cos(2 * np.pi * val / period)
     return pd.DataFrame(out, index=index)
 
-# %% ../nbs/10_features.ipynb #d656ed86
+# %% ../nbs/10_features.ipynb #d767bbc3
 @dataclass
 class FeatureSpec:
     "Which causal features to compute."
-    return_horizons: list[int] = field(default_factory=lambda: [1, 5, 20])
-    volatility_windows: list[int] = field(default_factory=lambda: [10, 40])
-    rsi_window: int | None = 14
-    macd: bool = True
-    atr_window: int | None | str = "auto"      # needs high/low
-    volume_window: int | None | str = "auto"   # needs volume
-    calendar: bool = True
+    return_horizons: list[int] = field(default_factory=lambda: [1, 5, 20])   # log returns over these many bars
+    volatility_windows: list[int] = field(default_factory=lambda: [10, 40])  # rolling volatility windows
+    rsi_window: int | None = 14                # RSI window; None: no RSI
+    macd: bool = True                          # MACD line, signal and histogram (12/26/9)
+    atr_window: int | None | str = "auto"      # needs high/low; "auto": 14 when the frame has them
+    volume_window: int | None | str = "auto"   # needs volume; "auto": 20 when the frame has non-zero volume
+    calendar: bool = True                      # day of week, month (and hour for intraday bars) on a circle
 
     @property
     def warmup(self) -> int:
@@ -75,6 +78,7 @@ class FeatureSpec:
         return max([*self.return_horizons, *[w + 1 for w in self.volatility_windows], self.rsi_window or 0,
                     35 if self.macd else 0, 14 if self.atr_window else 0, 20 if self.volume_window else 0, 1])
 
+# %% ../nbs/10_features.ipynb #03a97975
 def _resolve(value, default: int, needs: list[str], df: pd.DataFrame, name: str) -> int | None:
     has = all(c in df.columns for c in needs) and not (needs == ["volume"] and (df["volume"] == 0).all())
     if value == "auto": return default if has else None
