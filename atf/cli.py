@@ -54,7 +54,7 @@ def _experiment(args) -> int:
     print(f"\nreport: {out.resolve()}  (report_*.html, plots/, metrics.csv, folds.csv, regimes.csv)")
     return 0
 
-# %% ../nbs/09_cli.ipynb #2cc92169
+# %% ../nbs/09_cli.ipynb #92ed85f5
 def _dashboard(args) -> int:
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
     storage = args.storage or f"sqlite:///{Path(args.db).resolve()}"
@@ -66,8 +66,8 @@ def _export(args) -> int:
     for d in export_run(args.run_dir, args.key or None):
         m = json.loads((d / "manifest.json").read_text())
         par = m["parity"]
-        print(f"{m['key']}: {d}\n  kind {m['kind']}, window {m['window']}, {len(m['features']['names'])} features, "
-              f"min_bars {m['min_bars']}\n  parity on {par['rows']} held-out rows (max abs diff vs eager PyTorch, "
+        print(f"{m['key']}: {d}\n  {m['learner']} ({m['model']}), window {m['window']}, {len(m['features']['names'])} features, "
+              f"min_bars {m['min_bars']}\n  parity on {par['rows']} held-out rows (max abs diff vs the learner's own outputs, "
               f"limit {par['tolerance']:g}): pickle {par['pickle']:.2e}, TorchScript {par['torchscript']:.2e}, ONNX {par['onnx']:.2e}")
     return 0
 

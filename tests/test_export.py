@@ -7,15 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atf.export import PARITY_TOLERANCE, ExportError, export_run, reference_stats, sha256_of
+from atf.data import file_sha256
+from atf.export import PARITY_TOLERANCE, ExportError, export_run, reference_stats
+from atf.manifest import Manifest
 
 
 @pytest.mark.parametrize("kind", ["mlp", "lstm", "ppo"])
 def test_every_format_matches_the_eager_model(exported, kind):
     d = exported[kind]["model"]
     m = json.loads((d / "manifest.json").read_text())
-    assert sorted(m["files"]) == ["model.onnx", "model.ts", "pipeline.pkl"]
-    assert all(sha256_of(d / f) == h for f, h in m["files"].items())
+    pipeline = ["pipeline.atf.pkl", "pipeline.zip"] if kind == "ppo" else ["pipeline.pkl"]
+    assert sorted(m["files"]) == ["model.onnx", "model.ts", *pipeline] and Manifest.read_and_verify(d).format == "atf-model/2"
+    assert all(file_sha256(d / f) == h for f, h in m["files"].items())
+    assert list(m["outputs"])[:2] == ["signal", "position"] and (m["state"] == ["position", "unrealised_log_pnl"]) == (kind == "ppo")
     assert m["parity"]["rows"] > 50 and all(m["parity"][f] <= PARITY_TOLERANCE for f in ("pickle", "torchscript", "onnx"))
     assert m["features"]["names"] == list(m["reference"]) and m["inputs"]["features"][1:] == [m["window"], len(m["features"]["names"])]
     assert m["training"]["end"] < m["held_out"]["start"]              # parity rows were never trained on
@@ -24,21 +28,42 @@ def test_every_format_matches_the_eager_model(exported, kind):
 
 
 def test_onnx_graph_includes_scaling_and_reproduces_research_predictions(exported):
-    "onnxruntime on raw feature windows = SupervisedTrainer.predict_proba on the held-out test bars."
+    "onnxruntime on raw feature windows = SupervisedTrainer.predict_proba and positions_from_proba on the held-out bars."
     import onnxruntime as ort
     import pandas as pd
     from atf.data import load_dataset
     from atf.features import FeatureSpec, make_features
-    from atf.trainers.supervised import SupervisedTrainer
+    from atf.trainers.supervised import SupervisedTrainer, positions_from_proba
     d, run = exported["lstm"]["model"], exported["lstm"]["run"]
     m = json.loads((d / "manifest.json").read_text())
     df = load_dataset("us_stocks", "IBM").loc["2006-01-01":"2010-12-31"]
     F = make_features(df, FeatureSpec(**m["features"]["spec"]))
     test = np.flatnonzero(df.index >= pd.Timestamp(m["held_out"]["start"]))
-    want, bars = SupervisedTrainer.load(run / "model_IBM_native.pkl").predict_proba(F, test)
+    t = SupervisedTrainer.load(run / "model_IBM_native.pkl")
+    want, bars = t.predict_proba(F, test)
     raw = F.to_numpy(np.float32)[bars[:, None] + np.arange(-m["window"] + 1, 1)]
-    got = ort.InferenceSession(str(d / "model.onnx")).run(None, {"features": raw})[0]
-    assert np.abs(got - want).max() <= PARITY_TOLERANCE
+    proba, position = ort.InferenceSession(str(d / "model.onnx")).run(["probability", "position"], {"features": raw})
+    assert np.abs(proba - want).max() <= PARITY_TOLERANCE
+    rule = m["card"]["position_rule"]
+    assert np.array_equal(position[:, 0], positions_from_proba(want, t.classes_, rule["long_only"], rule["min_confidence"]))
+
+
+def test_position_rules_are_inside_the_graph(tmp_path):
+    "Short calls and a confidence floor: the graph's positions equal positions_from_proba on every held-out row."
+    import onnxruntime as ort
+    from conftest import _tiny_run
+    [d] = export_run(_tiny_run(tmp_path, "mlp", {"name": "mlp", "window": 5, "params": {"hidden": 16}},
+                               {"search_space": {"lr": [0.003]}, "trading": {"long_only": False, "min_confidence": 0.5},
+                                "label": {"horizon": 1, "band": 0.002}}))
+    m = Manifest.read_and_verify(d)
+    assert m.card["position_rule"] == {"long_only": False, "min_confidence": 0.5} and len(m.card["classes"]) == 3
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.choice(m.reference[f].sample, size=(2000, 5)) for f in m.features.names], axis=-1).astype(np.float32)
+    signal, position, proba = ort.InferenceSession(str(d / "model.onnx")).run(None, {"features": x})
+    from atf.trainers.supervised import positions_from_proba
+    want = positions_from_proba(proba, np.asarray(m.card["classes"]), False, 0.5)
+    assert np.array_equal(position[:, 0], want) and (position != signal).any()         # the confidence floor acted
+    assert np.array_equal(signal[:, 0], np.asarray(m.card["classes"])[proba.argmax(1)])
 
 
 def test_export_cli_and_refusals(exported, tmp_path):
@@ -69,12 +94,23 @@ def test_reference_stats_shares_sum_to_one():
      {"rl": {"total_timesteps": 128, "eval_every": 128, "n_envs": 1, "action": "discrete3"}, "search_space": {"gamma": [0.99]}}),
     ("tcn", {"name": "tcn", "window": 8, "params": {"channels": 8}}, {"search_space": {"lr": [0.003]}}),
     ("gru", {"name": "gru", "window": 8, "params": {"hidden": 8}}, {"search_space": {"lr": [0.003]}}),
+    ("logistic", {"name": "logistic"}, {"search_space": {"C": [0.1]}}),
 ])
 def test_every_model_kind_exports_with_parity(tmp_path, name, model, extra):
-    "Continuous (SAC) and Q-learning (DQN) agents, the causal TCN and the GRU: all three formats within tolerance."
+    "Continuous (SAC) and Q-learning (DQN) agents, the causal TCN, the GRU and the logistic learner: all formats within tolerance."
     from conftest import _tiny_run
     [d] = export_run(_tiny_run(tmp_path, name, model, extra))
     m = json.loads((d / "manifest.json").read_text())
     assert all(m["parity"][f] <= PARITY_TOLERANCE for f in ("pickle", "torchscript", "onnx")) and m["parity"]["rows"] > 200
-    if name == "sac": assert m["levels"] is None and m["action"] == "continuous"
-    if name == "dqn": assert m["levels"] == [-1.0, 0.0, 1.0]
+    if name == "sac": assert m["card"]["levels"] is None and m["card"]["action"] == "continuous"
+    if name == "dqn": assert m["card"]["levels"] == [-1.0, 0.0, 1.0]
+
+
+def test_export_and_experiments_hold_no_model_kind_branch():
+    "Model kinds live in atf.learners only: export and experiments name no learner class and test no kind."
+    import re
+    import atf
+    for mod in ("export.py", "experiments.py"):
+        src = (Path(atf.__file__).parent / mod).read_text()
+        found = re.findall(r"SupervisedLearner|AgentLearner|SupervisedTrainer|RLTrainer|\bkind\b|[\"']rl[\"']|[\"']supervised[\"']", src)
+        assert not found, f"atf/{mod}: {found}"

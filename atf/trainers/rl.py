@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'ALGOS', 'CONTINUOUS_ONLY', 'DISCRETE_ONLY', 'RL_SPACES', 'algo_class', 'policy_kwargs', 'segment_env',
-           'policy_pass', 'RLTrainResult', 'ValidationCallback', 'RLTrainer', 'rl_objective']
+           'policy_pass', 'RLTrainResult', 'ValidationCallback', 'AgentFiles', 'RLTrainer', 'rl_objective']
 
 # %% ../../nbs/17_trainers_rl.ipynb #8e05d5df
 ALGOS = {"ppo": "PPO", "a2c": "A2C", "dqn": "DQN", "sac": "SAC"}
@@ -123,8 +123,31 @@ class ValidationCallback(BaseCallback):
         if not self.rows or self.rows[-1]["step"] != self.num_timesteps: self._evaluate()
         self.bar.close()
 
-# %% ../../nbs/17_trainers_rl.ipynb #04df8e46
-class RLTrainer:
+# %% ../../nbs/17_trainers_rl.ipynb #7b6e9036
+class AgentFiles:
+    "Save and load of a trained agent: SB3's zip, and beside it `<name>.atf.pkl` (algorithm, feature scaler, env settings)."
+    def save(self, path: str | Path, # where the SB3 zip goes (".zip" is added when missing)
+            ) -> Path:
+        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save(path)
+        with open(path.with_suffix(".atf.pkl"), "wb") as f:
+            pickle.dump({"algo": self.algo, "scaler": self.scaler, "env_kwargs": self.env_kwargs}, f)
+        return path.with_suffix(".zip")
+
+    @classmethod
+    def load(cls, path: str | Path, # what `save` was given or returned
+             device: str = "cpu", # torch device of the restored policy
+            ) -> "RLTrainer":
+        "A trainer holding the saved agent, its scaler and env settings, ready to `evaluate`."
+        path = Path(path)
+        with open(path.with_suffix(".atf.pkl"), "rb") as f: meta = pickle.load(f)
+        trainer = cls(meta["algo"], env_kwargs=meta["env_kwargs"], device=device)
+        trainer.model = algo_class(meta["algo"]).load(path.with_suffix(".zip"), device=device)
+        trainer.scaler = meta["scaler"]
+        return trainer
+
+# %% ../../nbs/17_trainers_rl.ipynb #6f0a460a
+class RLTrainer(AgentFiles):
     "Train and evaluate a stable-baselines3 agent on atf TradingEnv segments."
     def __init__(self,
                  algo: str = "ppo",                # one of ALGOS
@@ -173,14 +196,6 @@ class RLTrainer:
     def evaluate(self, df: pd.DataFrame, segment) -> dict:
         "Deterministic pass of the trained policy over `segment` bars (scaled with the training scaler)."
         return self.evaluate_env(self.make_env(df, segment))
-
-    def save(self, path: str | Path) -> Path:
-        "The SB3 zip, plus the feature scaler and env settings beside it (`<name>.atf.pkl`)."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        self.model.save(path)
-        with open(path.with_suffix(".atf.pkl"), "wb") as f:
-            pickle.dump({"algo": self.algo, "scaler": self.scaler, "env_kwargs": self.env_kwargs}, f)
-        return path.with_suffix(".zip")
 
 # %% ../../nbs/17_trainers_rl.ipynb #e8e0f1a0
 _GAMMA = [0.9, 0.95, 0.98, 0.99, 0.995, 0.999]
