@@ -21,8 +21,9 @@ from .data import load_dataset, validate_ohlcv
 from .features import FeatureSpec, fit_scaler, make_features
 
 # %% auto #0
-__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'differential_sharpe', 'episode_bounds', 'EnvArrays', 'feature_rows',
-           'scaled_features', 'env_arrays', 'TradingEnv', 'TradingVecEnv', 'portfolio_arrays', 'PortfolioEnv']
+__all__ = ['OBS_CLIP', 'ACTION_LEVELS', 'REWARDS', 'differential_sharpe', 'episode_bounds', 'EpisodeRules', 'EnvArrays',
+           'feature_rows', 'scaled_features', 'env_arrays', 'TradingEnv', 'TradingVecEnv', 'portfolio_arrays',
+           'PortfolioEnv']
 
 # %% ../nbs/16_envs.ipynb #b4de254b
 OBS_CLIP = 10.0
@@ -42,6 +43,29 @@ def episode_bounds(first: int, end: int, random_start: bool, episode_length: int
     t = rng.integers(first, hi + 1, size=size) if random_start else np.full(size or 1, first, dtype=np.int64)
     t_end = np.full(np.shape(t), end - 1) if episode_length is None else np.minimum(end - 1, t + episode_length)
     return (int(np.ravel(t)[0]), int(np.ravel(t_end)[0])) if size is None else (t, t_end)
+
+# %% ../nbs/16_envs.ipynb #6e0e6f8c
+@dataclass(frozen=True)
+class EpisodeRules:
+    "How an environment's episodes start, end and pay: reward, costs, episode starts and length, rebalancing."
+    reward: str = "log_return"          # net log return of the step, or "differential_sharpe"
+    fee_bps: float = 0.0                # commission, basis points of the notional traded
+    slippage_bps: float = 0.0           # fill worse than the close by this many basis points
+    random_start: bool = False          # start episodes at a random bar, else at the first usable one
+    episode_length: int | None = None   # steps per episode; None: to the end of the segment
+    eta: float = 0.01                   # weight of the newest return in the differential Sharpe EMAs
+    rebalance: str = "on_change"        # "on_change": an unchanged target holds the shares; or "every_bar"
+
+    def __post_init__(self):
+        if self.reward not in REWARDS: raise ValueError(f"reward {self.reward!r}: use {list(REWARDS)}")
+        check_rebalance(self.rebalance)
+
+    def apply(self, env) -> None:
+        "Set the public attributes an environment's step reads (and SB3's `get_attr` answers) from these rules."
+        env.rules = self
+        env.reward_kind, env.eta, env.rebalance = self.reward, self.eta, self.rebalance
+        env.random_start, env.episode_length = self.random_start, self.episode_length
+        env.k_buy, env.k_sell = cost_rates(self.fee_bps / 1e4, self.slippage_bps / 1e4)
 
 # %% ../nbs/16_envs.ipynb #58f5a9f5
 @dataclass(frozen=True, eq=False)
@@ -131,7 +155,7 @@ def env_arrays(df: pd.DataFrame,                          # OHLCV bars
     returns = _read_only(asset_returns(df["close"].to_numpy(dtype=float)))
     return EnvArrays(X, returns, df.index, first, end, int(window), scaler)
 
-# %% ../nbs/16_envs.ipynb #5785fea6
+# %% ../nbs/16_envs.ipynb #1117db90
 class _TradingEnvSetup(gym.Env):
     "TradingEnv's construction (the class below adds the dynamics)."
     metadata = {"render_modes": []}
@@ -143,27 +167,19 @@ class _TradingEnvSetup(gym.Env):
                  features: FeatureSpec | dict | None = None, # feature settings (atf.features); None: the defaults
                  window: int = 10,                        # bars of features in one observation
                  action: str = "discrete3",               # "discrete3" (-1, 0, 1), "discrete2" (0, 1) or "continuous" [-1, 1]
-                 reward: str = "log_return",              # net log return of the step, or "differential_sharpe"
-                 fee_bps: float = 0.0,                    # commission, basis points of the notional traded
-                 slippage_bps: float = 0.0,               # fill worse than the close by this many basis points
                  segment: tuple[int, int] | None = None,  # bars [start, end) episodes may use; None: all
-                 random_start: bool = False,              # start episodes at a random bar, else at the first usable one
-                 episode_length: int | None = None,       # steps per episode; None: to the end of the segment
                  include_pnl: bool = False,               # also observe the open position's unrealised log PnL
                  scaler=None,                             # a fitted scaler (the training env's); None: fit on the segment
-                 eta: float = 0.01,                       # weight of the newest return in the differential Sharpe EMAs
-                 rebalance: str = "on_change",            # "on_change": a repeated target holds the shares; or "every_bar"
                  data: EnvArrays | None = None,           # precomputed arrays, used instead of df/dataset/asset/features/window/segment/scaler
+                 **rules,                                 # EpisodeRules: reward, fee_bps, slippage_bps, random_start, episode_length, eta, rebalance
                 ):
         super().__init__()
         if action not in (*ACTION_LEVELS, "continuous"): raise ValueError(f"action {action!r}: use {[*ACTION_LEVELS, 'continuous']}")
-        if reward not in REWARDS: raise ValueError(f"reward {reward!r}: use {list(REWARDS)}")
+        EpisodeRules(**rules).apply(self)
         if data is None: data = env_arrays(load_dataset(dataset, asset) if df is None else df, features, window, segment, scaler)
         self.data, self.scaler, self.index, self.window, self.first, self.end = (data, data.scaler, data.index,
                                                                                  data.window, data.first, data.end)
-        self.action_kind, self.reward_kind, self.include_pnl, self.eta = action, reward, include_pnl, eta
-        self.random_start, self.episode_length, self.rebalance = random_start, episode_length, check_rebalance(rebalance)
-        self.k_buy, self.k_sell = cost_rates(fee_bps / 1e4, slippage_bps / 1e4)
+        self.action_kind, self.include_pnl = action, include_pnl
         self.levels = None if action == "continuous" else ACTION_LEVELS[action].tolist()   # target of each discrete action
         self._n_obs = data.obs_features + 1 + int(include_pnl)
         self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(self._n_obs,), dtype=np.float32)
@@ -171,7 +187,7 @@ class _TradingEnvSetup(gym.Env):
                              else spaces.Discrete(len(self.levels)))
         # what step() reads, in the forms fastest to index one at a time: a flat float32 array, Python floats
         self._x, self._f, self._k, self._r = data.flat, data.n_features, data.obs_features, data.returns.tolist()
-        self._hold_same, self._log_reward = self.rebalance == "on_change", reward == "log_return"
+        self._hold_same, self._log_reward = self.rebalance == "on_change", self.reward_kind == "log_return"
         self._t = self._t_end = self.first
 
 # %% ../nbs/16_envs.ipynb #3597f610
@@ -358,7 +374,7 @@ def portfolio_arrays(frames: dict[str, pd.DataFrame],             # OHLCV bars p
     R = _read_only(np.column_stack([asset_returns(f["close"].to_numpy(dtype=float)) for f in frames.values()]))
     return EnvArrays(X, R, next(iter(frames.values())).index, first, end, int(window), scaler)
 
-# %% ../nbs/16_envs.ipynb #77dc5683
+# %% ../nbs/16_envs.ipynb #f62d6898
 class _PortfolioEnvSetup(gym.Env):
     "PortfolioEnv's construction (the class below adds the dynamics)."
     metadata = {"render_modes": []}
@@ -369,37 +385,29 @@ class _PortfolioEnvSetup(gym.Env):
                  assets: tuple[str, ...] = ("AAPL", "IBM", "MSFT"),  # assets of `dataset`
                  features: FeatureSpec | dict | None = None,       # feature settings (atf.features); None: the defaults
                  window: int = 10,                                 # bars of features in one observation
-                 reward: str = "log_return",                       # net log return of the step, or "differential_sharpe"
-                 fee_bps: float = 0.0,                             # commission, basis points of the notional traded
-                 slippage_bps: float = 0.0,                        # fill worse than the close by this many basis points
                  segment: tuple[int, int] | None = None,           # bars [start, end) episodes may use; None: all
-                 random_start: bool = False,                       # start episodes at a random bar, else at the first usable one
-                 episode_length: int | None = None,                # steps per episode; None: to the end of the segment
                  long_only: bool = False,                          # weights in [0, 1] instead of [-1, 1]
                  scaler=None,                                      # a fitted scaler over all assets' columns; None: fit
-                 eta: float = 0.01,                                # weight of the newest return in the differential Sharpe EMAs
                  align: str = "strict",                            # "strict" refuses differing timestamps; "inner" keeps the common ones
-                 rebalance: str = "on_change",                     # "on_change": unchanged weights hold the shares; or "every_bar"
+                 **rules,                                          # EpisodeRules: reward, costs, episode starts and length, eta, rebalance
                 ):
         super().__init__()
         if frames is None: frames = {a: load_dataset(dataset, a) for a in assets}
         if len(frames) < 2: raise ValueError("PortfolioEnv needs at least two assets; use TradingEnv for one")
         if align not in ("strict", "inner"): raise ValueError(f"align {align!r}: use 'strict' or 'inner'")
         frames = _aligned_frames(dict(frames), align)
-        if reward not in REWARDS: raise ValueError(f"reward {reward!r}: use {list(REWARDS)}")
+        EpisodeRules(**rules).apply(self)
         self.assets = list(frames)
         self.data = d = portfolio_arrays(frames, features, window, segment, scaler)
         self.scaler, self.index, self.window, self.first, self.end = d.scaler, d.index, d.window, d.first, d.end
-        self.k_buy, self.k_sell = cost_rates(fee_bps / 1e4, slippage_bps / 1e4)
-        self.reward_kind, self.long_only, self.eta = reward, long_only, eta
-        self.random_start, self.episode_length, self.rebalance = random_start, episode_length, check_rebalance(rebalance)
-        self._log_reward, self._R = reward == "log_return", d.returns
+        self.long_only, self._R = long_only, d.returns
+        self._hold_same, self._log_reward = self.rebalance == "on_change", self.reward_kind == "log_return"
         m = len(self.assets)
         self.observation_space = spaces.Box(-OBS_CLIP, OBS_CLIP, shape=(d.obs_features + m,), dtype=np.float32)
         self.action_space = spaces.Box(0.0 if long_only else -1.0, 1.0, shape=(m,), dtype=np.float32)
         self._t = self._t_end = self.first
 
-# %% ../nbs/16_envs.ipynb #569ee951
+# %% ../nbs/16_envs.ipynb #962ab9e1
 class PortfolioEnv(_PortfolioEnvSetup):
     "One account over several assets: continuous target weights, gross exposure <= 1, backtest_portfolio's costs."
 
@@ -425,7 +433,7 @@ class PortfolioEnv(_PortfolioEnvSetup):
 
     def step(self, action):
         w = self.weights(action)
-        hold = self.rebalance == "on_change" and np.array_equal(w, self._w)     # unchanged weights: hold the shares
+        hold = self._hold_same and np.array_equal(w, self._w)                  # unchanged weights: hold the shares
         h = self._wd if hold else w
         c = 1.0 if hold else float(portfolio_cost_factor(w, self._wd, self.k_buy, self.k_sell))
         t = self._t = self._t + 1
