@@ -11,7 +11,7 @@ from torch import nn
 # %% auto #0
 __all__ = ['MODELS', 'MLP', 'RecurrentNet', 'CausalConvBlock', 'TCN', 'build_model']
 
-# %% ../nbs/11_models.ipynb #91b0e58a
+# %% ../nbs/11_models.ipynb #a2fc503c
 def _mlp_layers(n_in: int, hidden: int, layers: int, dropout: float, activation=nn.GELU) -> list[nn.Module]:
     out, width = [], n_in
     for _ in range(layers):
@@ -28,6 +28,7 @@ class MLP(nn.Module):
                                  nn.Linear(hidden if layers else n_features * window, n_classes))
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.net(x)
 
+# %% ../nbs/11_models.ipynb #88f55f03
 class RecurrentNet(nn.Module):
     "LSTM or GRU over the window; the last hidden state feeds a linear head."
     def __init__(self, n_features: int, window: int = 1, n_classes: int = 2, hidden: int = 64, layers: int = 1,
@@ -40,6 +41,7 @@ class RecurrentNet(nn.Module):
         out, _ = self.rnn(x)
         return self.head(out[:, -1])
 
+# %% ../nbs/11_models.ipynb #8a81eba2
 class CausalConvBlock(nn.Module):
     "Dilated 1-D convolution padded on the left only, with a residual connection."
     def __init__(self, channels: int, kernel: int, dilation: int, dropout: float):
@@ -62,9 +64,15 @@ class TCN(nn.Module):
         h = self.blocks(self.inp(x.transpose(1, 2)))
         return self.head(h[:, :, -1])
 
+# %% ../nbs/11_models.ipynb #a97c2015
 MODELS = {"mlp": MLP, "lstm": RecurrentNet, "gru": RecurrentNet, "tcn": TCN}
 
-def build_model(name: str, n_features: int, window: int = 1, n_classes: int = 2, **params) -> nn.Module:
+def build_model(name: str,          # a key of MODELS: "mlp", "lstm", "gru" or "tcn"
+                n_features: int,    # features per bar
+                window: int = 1,    # bars per sample
+                n_classes: int = 2, # classes of the labels (2 for up/down, 3 with a no-trade band)
+                **params,           # architecture arguments of that model: hidden, layers, dropout, channels, kernel
+               ) -> nn.Module:
     "Instantiate a model by name with architecture params (unknown params raise, naming them)."
     if name not in MODELS: raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     if name in ("lstm", "gru"): params = {"cell": name, **params}
