@@ -16,7 +16,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['atomic_write', 'append_jsonl', 'record_run', 'read_runs', 'commit_summary']
 
-# %% ../nbs/14_memory.ipynb #8fabbd8d
+# %% ../nbs/14_memory.ipynb #f494ee65
 def atomic_write(path: str | Path, text: str) -> Path:
     "Write `text` to `path` through a temporary file and a rename (readers never see a partial file)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +35,7 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         try: f.write(line); f.flush(); os.fsync(f.fileno())
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+# %% ../nbs/14_memory.ipynb #4000c6fb
 def _md_value(v) -> str:
     if isinstance(v, float): return f"{v:.4g}"
     if isinstance(v, dict): return ", ".join(f"{k}={_md_value(x)}" for k, x in v.items())
@@ -55,6 +56,7 @@ def read_runs(bank: str | Path = "memory_bank") -> list[dict]:
     p = Path(bank) / "runs.jsonl"
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
+# %% ../nbs/14_memory.ipynb #554bd67e
 def commit_summary(paths: list[str | Path], message: str, repo: str | Path = ".") -> str:
     "Commit exactly these files (nothing else that is staged) and return the new commit's hash."
     rel = [str(Path(p).resolve().relative_to(Path(repo).resolve())) for p in paths]
