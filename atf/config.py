@@ -20,23 +20,24 @@ from .validation import WalkForward
 # %% auto #0
 __all__ = ['DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'build', 'build_config', 'config_hash', 'git_commit']
 
-# %% ../nbs/07a_config.ipynb #76a65644
+# %% ../nbs/07a_config.ipynb #81e2393e
 @dataclass
 class DataConfig:
     "Which bars: a dataset of `atf datasets`, its assets, the timeframes to resample to, a date range."
-    dataset: str = "us_stocks"
-    assets: list[str] = field(default_factory=lambda: ["AAPL"])
+    dataset: str = "us_stocks"                                          # a name of `atf.data.DATASETS`
+    assets: list[str] = field(default_factory=lambda: ["AAPL"])         # assets of that dataset
     timeframes: list[str] = field(default_factory=lambda: ["native"])   # 'native' or pandas resample rules
-    start: str | None = None
-    end: str | None = None
+    start: str | None = None                                            # first date used; None: the data's first
+    end: str | None = None                                              # last date used; None: the data's last
     periods_per_year: float | dict[str, float] | None = None            # override: a number, or {timeframe: number}
 
 @dataclass
 class CostConfig:
     "Commission and slippage in basis points of the notional traded (atf.backtest)."
-    fee_bps: float = 5.0
-    slippage_bps: float = 5.0
+    fee_bps: float = 5.0          # commission
+    slippage_bps: float = 5.0     # fill worse than the close
 
+# %% ../nbs/07a_config.ipynb #43da9ddd
 @dataclass
 class WalkForwardConfig:
     "atf.validation.WalkForward's settings, as bar counts or time spans ('365D'); the label horizon comes from the caller."
@@ -52,7 +53,7 @@ class WalkForwardConfig:
         "The WalkForward these settings describe, for labels that look `label_horizon` bars ahead."
         return WalkForward(**asdict(self), label_horizon=label_horizon)
 
-# %% ../nbs/07a_config.ipynb #5c3e5192
+# %% ../nbs/07a_config.ipynb #b576b2c0
 class ConfigError(ValueError):
     "A config key is unknown, missing or has the wrong type; the message names it."
 
@@ -65,6 +66,7 @@ def _value(default, v, key: str):
         raise ConfigError(f"{key}: expected a number, got {v!r}")
     return v
 
+# %% ../nbs/07a_config.ipynb #0c87661b
 def build(base, raw: Any, where: str = ""):
     "The (nested) config dataclass `base` with the values of the mapping `raw`; unknown keys and wrong types named."
     if raw is None: return base
