@@ -13,10 +13,10 @@ import pandas as pd
 # %% auto #0
 __all__ = ['DEFAULT_REGIMES', 'Regime', 'regime_path', 'synthetic_ohlcv']
 
-# %% ../nbs/02_synthetic.ipynb #ec4f94a4
+# %% ../nbs/02_synthetic.ipynb #926a6b11
 @dataclass(frozen=True)
 class Regime:
-    "One market regime: annual drift and volatility (log terms) and expected duration in bars."
+    "One market regime: annual drift (of the price) and volatility (of log returns), and expected duration in bars."
     name: str
     drift: float
     vol: float
@@ -25,7 +25,7 @@ class Regime:
 DEFAULT_REGIMES = (Regime("bull", 0.15, 0.12, 250), Regime("bear", -0.25, 0.25, 80),
                    Regime("high_vol", 0.0, 0.45, 40))
 
-# %% ../nbs/02_synthetic.ipynb #f6866def
+# %% ../nbs/02_synthetic.ipynb #f50e7d15
 def regime_path(n: int, regimes=DEFAULT_REGIMES, rng: np.random.Generator | None = None) -> np.ndarray:
     "Markov-chain regime index per bar: stay with prob 1-1/duration, else jump uniformly to another regime."
     rng = rng or np.random.default_rng()
@@ -38,9 +38,16 @@ def regime_path(n: int, regimes=DEFAULT_REGIMES, rng: np.random.Generator | None
         out[t] = cur
     return out
 
-def synthetic_ohlcv(n: int = 2_000, seed: int = 0, start: str = "2000-01-03", freq: str = "B",
-                    regimes=DEFAULT_REGIMES, periods_per_year: float = 252, s0: float = 100.0,
-                    substeps: int = 8) -> pd.DataFrame:
+# %% ../nbs/02_synthetic.ipynb #1448eae0
+def synthetic_ohlcv(n: int = 2_000,                 # bars
+                    seed: int = 0,                   # the one source of randomness: same seed, same bars
+                    start: str = "2000-01-03",       # first bar's timestamp
+                    freq: str = "B",                 # bar spacing (pandas frequency)
+                    regimes=DEFAULT_REGIMES,         # the Regime of each Markov state
+                    periods_per_year: float = 252,   # bars per year: scales the annual drift and volatility
+                    s0: float = 100.0,               # price before the first bar
+                    substeps: int = 8,               # intrabar moves: the highs and lows come from them
+                   ) -> pd.DataFrame:
     "Seeded regime-switching GBM bars with consistent OHLC, volume and the true `regime` label per bar."
     if n < 1 or substeps < 1: raise ValueError(f"n and substeps must be >= 1, got n={n}, substeps={substeps}")
     rng = np.random.default_rng(seed)
