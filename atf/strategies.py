@@ -13,7 +13,7 @@ import pandas as pd
 # %% auto #0
 __all__ = ['rolling_mean', 'sma_crossover', 'sma_pairs', 'sma_grid_positions']
 
-# %% ../nbs/04_strategies.ipynb #1756d113
+# %% ../nbs/04_strategies.ipynb #24447aca
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     "Trailing mean over `window` bars ending at each bar (NaN before the window fills); 1-D or along axis 0."
     if window < 1: raise ValueError(f"window must be >= 1, got {window}")
@@ -25,7 +25,12 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     out[window - 1:] /= window
     return out
 
-def sma_crossover(close: pd.Series | np.ndarray, fast: int, slow: int, allow_short: bool = False) -> pd.Series | np.ndarray:
+# %% ../nbs/04_strategies.ipynb #d2f44a1f
+def sma_crossover(close: pd.Series | np.ndarray,  # closes, oldest first
+                  fast: int,                       # bars of the fast moving average
+                  slow: int,                       # bars of the slow one (> fast)
+                  allow_short: bool = False,       # short (-1) rather than flat when the fast average is below
+                 ) -> pd.Series | np.ndarray:
     "Target position: long while SMA(fast) > SMA(slow), else flat (or short when `allow_short`)."
     if not 1 <= fast < slow: raise ValueError(f"need 1 <= fast < slow, got fast={fast}, slow={slow}")
     c = np.asarray(close, dtype=float)
