@@ -91,7 +91,7 @@ def _write_asset(out: Path, cfg: StudyConfig, asset: str, study: WalkForwardResu
                        "selection": f"best {cfg.metric} on each fold's validation segment"})
     return table, folds
 
-# %% ../nbs/08_studies.ipynb #29ed517d
+# %% ../nbs/08_studies.ipynb #378b004a
 def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) -> Path:
     "report.html: the headline table of every asset, linking each asset's full report."
     links = "".join(f"<li><a href='report_{a}.html'>{a}</a></li>" for a in cfg.data.assets)
@@ -102,6 +102,7 @@ def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) 
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"
 
+# %% ../nbs/08_studies.ipynb #f9115444
 def run_rule_study(cfg: StudyConfig,            # a checked config (`load_config`)
                    run_id: str | None = None,   # the run directory's name; None: name, UTC time and config hash
                    progress: bool = True,       # tqdm bars over the folds

@@ -109,7 +109,7 @@ class EarlyStopping:
         self.bad += 1
         return self.bad >= self.patience
 
-# %% ../../nbs/12_trainers_supervised.ipynb #e6a66526
+# %% ../../nbs/12_trainers_supervised.ipynb #d179d4cb
 @dataclass
 class TrainResult:
     "History and outcome of one `train()` call."
@@ -120,6 +120,7 @@ class TrainResult:
     device: str
     stopped_early: bool
 
+# %% ../../nbs/12_trainers_supervised.ipynb #8c7e10c3
 def fit_network(model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], p: TrainParams,
                 device: str, val_score: Callable[[np.ndarray], float] | None = None,
                 callback: Callable[[int, dict], None] | None = None, progress: bool = False, desc: str = "train") -> TrainResult:
