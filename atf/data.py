@@ -348,8 +348,11 @@ def get_dataset(name: str) -> Dataset:
     if name not in DATASETS: raise KeyError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
     return DATASETS[name]
 
-# %% ../nbs/01_data.ipynb #970742c2
-def load_dataset(name: str, asset: str | None = None, repair: bool = True) -> pd.DataFrame:
+# %% ../nbs/01_data.ipynb #48e73331
+def load_dataset(name: str,                # a dataset of the registry (`list_datasets()`)
+                 asset: str | None = None,  # one of its assets; None: the first
+                 repair: bool = True,       # apply the repairs the registry lists for it (reported in `attrs`)
+                ) -> pd.DataFrame:
     "Load one asset of a real dataset as a validated OHLCV (or close-only) frame; `asset=None` takes the first."
     d = get_dataset(name)
     asset = asset or d.assets[0]

@@ -99,13 +99,16 @@ def make_features(df: pd.DataFrame, spec: FeatureSpec | None = None) -> pd.DataF
     if spec.calendar: out = out.join(calendar_features(df.index))
     return out
 
-# %% ../nbs/10_features.ipynb #b14756d6
+# %% ../nbs/10_features.ipynb #788d84d8
 def forward_return(close: pd.Series, horizon: int = 1) -> pd.Series:
     "Log return from bar t to bar t+horizon (NaN for the last `horizon` bars)."
     if horizon < 1: raise ValueError(f"horizon must be >= 1, got {horizon}")
     return np.log(close.shift(-horizon) / close)
 
-def direction_labels(close: pd.Series, horizon: int = 1, band: float = 0.0) -> pd.Series:
+def direction_labels(close: pd.Series,  # closes
+                     horizon: int = 1,   # bars ahead the label looks
+                     band: float = 0.0,  # log moves within +-band are 0 (no trade); 0: no band, a flat move is down
+                    ) -> pd.Series:
     "1 (up), -1 (down) or 0 (|move| <= band, only when band > 0) over the next `horizon` bars; NaN at the end."
     fr = forward_return(close, horizon)
     lab = np.where(fr > band, 1.0, np.where(fr < -band if band > 0 else fr <= 0, -1.0, 0.0))

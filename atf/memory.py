@@ -35,13 +35,18 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         try: f.write(line); f.flush(); os.fsync(f.fileno())
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/14_memory.ipynb #4000c6fb
+# %% ../nbs/14_memory.ipynb #73eb7322
 def _md_value(v) -> str:
     if isinstance(v, float): return f"{v:.4g}"
     if isinstance(v, dict): return ", ".join(f"{k}={_md_value(x)}" for k, x in v.items())
     return str(v)
 
-def record_run(run_id: str, kind: str, summary: dict, bank: str | Path = "memory_bank", title: str | None = None) -> Path:
+def record_run(run_id: str,                        # the run's id: names runs/<run_id>.md
+               kind: str,                          # what ran: "experiment", "tuning", ...
+               summary: dict,                      # the facts to keep: one bullet each, and the JSON line's fields
+               bank: str | Path = "memory_bank",   # the memory bank's directory
+               title: str | None = None,           # the page's heading; None: the run id
+              ) -> Path:
     "Write `runs/<run_id>.md` and append a line to `runs.jsonl`; returns the Markdown path."
     bank = Path(bank)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
