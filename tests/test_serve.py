@@ -105,6 +105,7 @@ def live(exported):
 def test_health_ready_model_metrics(live):
     assert httpx.get(live + "/health").json() == {"status": "ok"}
     r = httpx.get(live + "/ready"); assert r.status_code == 200 and r.json()["ready"]
+    assert r.json()["model"] == "mlp" and r.json()["learner"] == "SupervisedLearner" and "kind" not in r.json()
     m = httpx.get(live + "/model", headers=H).json()
     assert m["key"] == "IBM_native" and "sample" not in m["reference"]["ret_1"] and m["parity"]["onnx"] <= 1e-5
     text = httpx.get(live + "/metrics").text
@@ -120,6 +121,7 @@ def test_predictions_over_http_equal_the_research_model(live, exported):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "primary" and body["fallback_reason"] is None and len(body["predictions"]) == 16
+    assert all(p["action"] is None for p in body["predictions"])                 # a classifier: probabilities, no action
     got = np.array([p["probability"] for p in body["predictions"]])
     t = SupervisedTrainer.load(exported["mlp"]["run"] / "model_IBM_native.pkl")
     Z = (X.reshape(-1, X.shape[2]) - t.scaler.mean_) / t.scaler.scale_
@@ -398,8 +400,11 @@ def test_agent_is_served_with_its_state(exported):
     with server(d, "--no-auth") as (url, _):
         r = httpx.post(url + "/predict", json={"features": X.tolist(), "state": state.tolist()}).json()
         assert r["model"] == "primary" and m["state"] == ["position", "unrealised_log_pnl"]
-        want = ort.InferenceSession(str(d / "model.onnx")).run(None, {"features": X, "state": state})[1][:, 0]
-        assert [p["position"] for p in r["predictions"]] == want.tolist() and set(want) <= set(m["levels"])
+        want = ort.InferenceSession(str(d / "model.onnx")).run(["position"], {"features": X, "state": state})[0][:, 0]
+        assert [p["position"] for p in r["predictions"]] == want.tolist() and set(want) <= set(m["card"]["levels"])
+        assert all(p["action"] is not None and p["probability"] is None for p in r["predictions"])
+        no_state = httpx.post(url + "/predict", json={"features": X.tolist()}).json()          # state defaults to zeros
+        assert [p["position"] for p in no_state["predictions"]] == want.tolist()
         bad = httpx.post(url + "/predict", json={"features": X.tolist(), "state": [[0.0]] * 10})
         assert bad.status_code == 422 and "state" in bad.text
         bad = httpx.post(url + "/predict", json={"features": X.tolist(), "state": state[:3].tolist()})

@@ -139,11 +139,11 @@ def test_no_auth_is_explicit_logged_and_never_opens_admin(exported):
 
 
 def test_a_damaged_manifest_never_stops_the_service(exported, tmp_path):
-    "B6: a manifest without a key, or [], is an unavailable model (503 with the reason) while the fallback serves."
+    "B6: a manifest without a key, or [] (no format), is an unavailable model (503 with the reason) while the fallback serves."
     d = tmp_path / "m"; shutil.copytree(exported["mlp"]["model"], d)
     good = (d / "manifest.json").read_text()
     m = json.loads(good)
-    for content, needle in (({k: v for k, v in m.items() if k != "window"}, "window: Field required"), ([], "top level")):
+    for content, needle in (({k: v for k, v in m.items() if k != "window"}, "window: Field required"), ([], "format None, this atf reads")):
         (d / "manifest.json").write_text(json.dumps(content))
         with server(d, "--api-key", KEY, "--fallback", str(exported["lstm"]["model"])) as (url, proc):
             r = httpx.get(url + "/ready")
@@ -154,7 +154,7 @@ def test_a_damaged_manifest_never_stops_the_service(exported, tmp_path):
     with server(d, "--api-key", KEY, "--fallback", str(exported["lstm"]["model"])) as (url, proc):
         (d / "manifest.json").write_text("[]")
         r = httpx.post(url + "/admin/reload", headers=H)
-        assert r.status_code == 200 and r.json()["ready"] is False and "top level" in r.json()["reason"]
+        assert r.status_code == 200 and r.json()["ready"] is False and "format None" in r.json()["reason"]
         assert httpx.get(url + "/ready").status_code == 503
         assert httpx.post(url + "/predict", json=bars_body(400), headers=H).json()["model"] == "fallback"
         (d / "manifest.json").write_text(good)
