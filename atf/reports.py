@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 from .metrics import ZERO_VOL, drawdown, resolve_periods
 
 # %% auto #0
-__all__ = ['equity_figure', 'drawdown_figure', 'rolling_sharpe', 'rolling_sharpe_figure', 'pnl_histogram', 'write_report',
-           'save_png_charts']
+__all__ = ['REPORT_CSS', 'equity_figure', 'drawdown_figure', 'rolling_sharpe', 'rolling_sharpe_figure', 'pnl_histogram',
+           'html_table', 'write_report', 'save_png_charts']
 
 # %% ../nbs/07_reports.ipynb #3736769b
 def _equity(r: pd.Series) -> pd.Series: return (1 + r).cumprod()
@@ -61,11 +61,12 @@ def pnl_histogram(returns: pd.Series, benchmark: pd.Series | None = None):
                              height=300, margin=dict(t=50, b=30))
 
 # %% ../nbs/07_reports.ipynb #f0e5c2da
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+REPORT_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}.meta{color:#555;font-size:13px}h1{margin-bottom:.2em}"""
 
-def _fmt_table(df: pd.DataFrame) -> str:
+def html_table(df: pd.DataFrame) -> str:
+    "A table as HTML, four decimals, '-' where missing: the one table format of atf's pages."
     return df.to_html(float_format=lambda v: f"{v:,.4f}", na_rep="-", border=0)
 
 # %% ../nbs/07_reports.ipynb #170513cc
@@ -91,12 +92,12 @@ def write_report(path: str | Path,                          # the HTML file to w
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(meta or {})}
     body = [f"<h1>{html.escape(title)}</h1>",
             "<p class='meta'>" + "<br>".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in meta.items()) + "</p>"]
-    if metrics is not None: body += ["<h2>Out-of-sample metrics</h2>", _fmt_table(metrics)]
+    if metrics is not None: body += ["<h2>Out-of-sample metrics</h2>", html_table(metrics)]
     body += parts
-    if folds is not None: body += ["<h2>Walk-forward folds</h2>", _fmt_table(folds)]
-    for name, table in (extra_tables or {}).items(): body += [f"<h2>{html.escape(name)}</h2>", _fmt_table(table)]
+    if folds is not None: body += ["<h2>Walk-forward folds</h2>", html_table(folds)]
+    for name, table in (extra_tables or {}).items(): body += [f"<h2>{html.escape(name)}</h2>", html_table(table)]
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                    f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
+                    f"<style>{REPORT_CSS}</style></head><body>{''.join(body)}</body></html>", encoding="utf-8")
     return path
 
 # %% ../nbs/07_reports.ipynb #06e7f5ef

@@ -17,7 +17,7 @@ import yaml
 from . import __version__
 from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, git_commit
 from .data import dataset_path, file_sha256, load_dataset
-from .reports import _CSS, _fmt_table, write_report
+from .reports import REPORT_CSS, html_table, write_report
 from .strategies import sma_grid_positions, sma_pairs
 from .validation import SELECTION_METRICS, WalkForward, WalkForwardResult, walk_forward_rule
 
@@ -96,9 +96,9 @@ def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) 
     "report.html: the headline table of every asset, linking each asset's full report."
     links = "".join(f"<li><a href='report_{a}.html'>{a}</a></li>" for a in cfg.data.assets)
     info = "<br>".join(f"<b>{k}</b>: {v}" for k, v in meta.items())
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{_CSS}</style></head>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{REPORT_CSS}</style></head>"
             f"<body><h1>{cfg.name}</h1><p class='meta'>{info}</p><h2>Out-of-sample, stitched over walk-forward test "
-            f"years</h2>{_fmt_table(metrics.loc[_HEADLINE])}<h2>Per-asset reports</h2><ul>{links}</ul></body></html>")
+            f"years</h2>{html_table(metrics.loc[_HEADLINE])}<h2>Per-asset reports</h2><ul>{links}</ul></body></html>")
     (out / "report.html").write_text(page, encoding="utf-8")
     return out / "report.html"
 

@@ -275,3 +275,20 @@ def test_atf_serve_is_the_serving_cli():
     out = subprocess.run([atf, "serve", "--help"], capture_output=True, text=True, timeout=60).stdout
     for option in ("--no-auth", "--header-timeout", "--body-timeout", "--max-connections", "--max-in-flight"):
         assert option in out, option
+
+
+def test_features_from_bars_are_computed_off_the_event_loop(exported, tmp_path, monkeypatch):
+    "Found when measuring B8: bar requests computed features on the event loop, so a burst of them stalled /health for"
+    " over 10 s. The request's features and the fallback's are computed in the service's atf-features threads."
+    import atf.serving.app as app_module
+    from fastapi.testclient import TestClient
+    seen, real = [], app_module.features_from_bars
+    def spy(frame, manifest):
+        seen.append(threading.current_thread().name)
+        return real(frame, manifest)
+    monkeypatch.setattr(app_module, "features_from_bars", spy)
+    cfg = app_module.ServeConfig(model_dir=str(tmp_path / "missing"), fallback_dir=str(exported["mlp"]["model"]), no_auth=True)
+    with TestClient(app_module.create_app(cfg)) as client:
+        r = client.post("/predict", json=bars_body(600))
+    assert r.status_code == 200 and r.json()["model"] == "fallback", r.text
+    assert len(seen) == 2 and all(name.startswith("atf-features") for name in seen), seen

@@ -47,7 +47,7 @@ class ServeConfigError(ValueError):
 
 PUBLIC_PATHS = ("/health", "/ready", "/metrics")     # answered without a key; everything else needs it
 
-# %% ../../nbs/19d_serving_app.ipynb #114e4bf9
+# %% ../../nbs/19d_serving_app.ipynb #28949381
 @dataclass
 class ServeConfig:
     "Everything the service needs, checked on creation; `from_env` reads ATF_API_KEY."
@@ -83,6 +83,9 @@ class ServeConfig:
             raise ServeConfigError("no API key: set ATF_API_KEY or --api-key, or pass --no-auth to serve without one")
         for name in ("max_batch", "max_body_bytes", "max_header_bytes", "max_connections", "max_in_flight", "threads"):
             if getattr(self, name) < 1: raise ServeConfigError(f"{name} must be at least 1")
+        if self.max_in_flight >= self.max_connections:
+            raise ServeConfigError(f"max_in_flight ({self.max_in_flight}) must be below max_connections "
+                                   f"({self.max_connections}): probes need a free connection while requests are in flight")
         for name in ("timeout_s", "header_timeout_s", "body_timeout_s", "timeout_keep_alive"):
             if not getattr(self, name) > 0: raise ServeConfigError(f"{name} must be above 0")
 
@@ -160,7 +163,7 @@ class ServeMetrics:
         self.ks = Gauge("atf_drift_ks", "KS statistic of recent inputs vs training", ["feature"], registry=reg)
         self.drifted = Gauge("atf_drift_detected", "1 when any feature has drifted", registry=reg)
 
-# %% ../../nbs/19d_serving_app.ipynb #684e7742
+# %% ../../nbs/19d_serving_app.ipynb #bc3ccee4
 class _InputCaused(Exception):
     "The primary answered NaN/inf for this request's inputs while finite on training medians: the request's problem."
 
@@ -172,6 +175,9 @@ class Service:
         # inference threads: one runs the model (onnxruntime releases the GIL); a second lets a request proceed
         # while an abandoned, timed-out inference is still finishing
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atf-infer")
+        # features from bars are pandas work (milliseconds to seconds): their own threads keep the event loop, and so
+        # /health, answering, and cannot queue behind a hung inference
+        self.features_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="atf-features")
         self.request_latency, self.inference_latency = LatencyWindow(), LatencyWindow()
         self.in_flight = 0
         self._reload_lock = threading.Lock()
@@ -194,7 +200,7 @@ class Service:
     primary_error = property(lambda self: self.models.primary_error)
     fallback_error = property(lambda self: self.models.fallback_error)
 
-    def _run_primary(self, m: ModelHandle, x: np.ndarray, state) -> dict:
+    def run_primary(self, m: ModelHandle, x: np.ndarray, state) -> dict:
         "The primary's answer, in an inference thread. NaN/inf is blamed on the input when the canary stays finite."
         try: return m.predict(x, state)
         except NonFiniteOutput as e:
@@ -202,7 +208,7 @@ class Service:
             except Exception: raise NonFiniteOutput(f"{e}, and on training medians too: the model is broken") from None
             raise _InputCaused(str(e)) from None
 
-    def _refusal(self, models: Models) -> str | None:
+    def refusal(self, models: Models) -> str | None:
         "Why the primary must not answer now (None: it may)."
         if models.primary is None: return f"primary unavailable: {models.primary_error}"
         if not self.breaker.allow(): return f"circuit open: {self.breaker.reason}"
@@ -224,18 +230,18 @@ def _answer_fallback(svc: Service, models: Models, x, state, frame, reason: str)
             svc.metrics.errors.labels("fallback").inc(); log.warning("fallback failed: %s: %s", type(e).__name__, e)
     return "flat", {"signal": np.zeros(len(x)), "position": np.zeros(len(x))}, None
 
-# %% ../../nbs/19d_serving_app.ipynb #7ee482fd
+# %% ../../nbs/19d_serving_app.ipynb #a867325e
 async def answer(svc: Service, models: Models, # the generation read when the request came in
                  x: np.ndarray, # (batch, window, n_features) float32
                  state: np.ndarray | None, # the state inputs, when the request has them
                  frame: pd.DataFrame | None, # the bars, when given
                  ) -> tuple[str, dict, ModelHandle | None, str | None]:
     "Answer from the primary if allowed and healthy, else from the fallback: (who, outputs, model, reason)."
-    reason = svc._refusal(models)
+    reason = svc.refusal(models)
     if reason is None:
         t0 = time.perf_counter()
         try:
-            call = asyncio.get_running_loop().run_in_executor(svc.executor, svc._run_primary, models.primary, x, state)
+            call = asyncio.get_running_loop().run_in_executor(svc.executor, svc.run_primary, models.primary, x, state)
             out = await asyncio.wait_for(call, svc.cfg.timeout_s)
         except _InputCaused as e:                                # this request's problem: the breaker stays as it is
             reason = f"input: {e}"; svc.metrics.errors.labels("input").inc()
@@ -253,7 +259,9 @@ async def answer(svc: Service, models: Models, # the generation read when the re
                 svc.metrics.errors.labels("latency_budget").inc()
             else: svc.breaker.success()
             return "primary", out, models.primary, None
-    who, out, m = _answer_fallback(svc, models, x, state, frame, reason)
+    if frame is None: who, out, m = _answer_fallback(svc, models, x, state, frame, reason)
+    else: who, out, m = await asyncio.get_running_loop().run_in_executor(                   # bars: features again
+        svc.features_pool, _answer_fallback, svc, models, x, state, frame, reason)
     return who, out, m, reason
 
 # %% ../../nbs/19d_serving_app.ipynb #713ee040
@@ -353,7 +361,7 @@ def _json(content: dict) -> Response:
     "A JSON response serialised with orjson (the /predict hot path skips response-model validation)."
     return Response(orjson.dumps(content), media_type="application/json")
 
-# %% ../../nbs/19d_serving_app.ipynb #8f2cce99
+# %% ../../nbs/19d_serving_app.ipynb #a4ed2ef8
 def _predict_route(app: FastAPI, svc: Service) -> None:
     "POST /predict: the body is parsed by `parse_request` against the current contract (documented in `_openapi`)."
 
@@ -366,7 +374,8 @@ def _predict_route(app: FastAPI, svc: Service) -> None:
         req = parse_request(models.schema, await request.body())
         c = models.contract
         if c is None: raise HTTPException(503, f"no model to answer with: {models.primary_error}")
-        x, state, frame = _inputs(req, c)
+        x, state, frame = (_inputs(req, c) if req.features is not None else           # bars: off the event loop
+                           await asyncio.get_running_loop().run_in_executor(svc.features_pool, _inputs, req, c))
         if models.drift is not None: models.drift.add(x[:, -1, :])
         who, out, m, reason = await answer(svc, models, x, state, frame)
         return _json({"model": who, "fallback_reason": reason, "model_key": m.key if m else None,

@@ -69,9 +69,9 @@ class _HeadGuard:
 
     def _head_late(self):
         self._head_timer = None
-        self._drop("header_timeout", b"408 Request Timeout" if self._head_bytes else None)   # silent if nothing came
+        self.close_with("header_timeout", b"408 Request Timeout" if self._head_bytes else None)   # silent if nothing came
 
-    def _drop(self, reason: str, status: bytes | None = None):
+    def close_with(self, reason: str, status: bytes | None = None):
         self.on_drop(reason); self._stop_head(); self.idle.pop(self, None)
         if not self.transport.is_closing():
             if status: self.transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
@@ -90,7 +90,7 @@ class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
         if len(self.connections) > self.max_connections:
             victim = next(iter(self.idle), None)
             if victim is None: self.on_drop("refused"); transport.close(); return
-            victim._drop("evicted")
+            victim.close_with("evicted")
         self.idle[self] = None
         self._start_head()
 
@@ -98,7 +98,7 @@ class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
         super().data_received(data)
         if self._head_timer is not None and not self.transport.is_closing():    # a head still arriving, piece by piece
             self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes: self._drop("header_too_large", b"431 Request Header Fields Too Large")
+            if self._head_bytes > self.max_header_bytes: self.close_with("header_too_large", b"431 Request Header Fields Too Large")
 
     def on_message_begin(self):
         super().on_message_begin()
@@ -123,7 +123,7 @@ class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str):
-        if self._head_size > self.max_header_bytes: return self._drop("header_too_large", b"431 Request Header Fields Too Large")
+        if self._head_size > self.max_header_bytes: return self.close_with("header_too_large", b"431 Request Header Fields Too Large")
         self.on_drop("bad_request"); super().send_400_response(msg)
 
 # %% ../../nbs/19c_serving_resilience.ipynb #41121005
