@@ -106,11 +106,12 @@ def test_every_model_kind_exports_with_parity(tmp_path, name, model, extra):
     if name == "dqn": assert m["card"]["levels"] == [-1.0, 0.0, 1.0]
 
 
-def test_export_and_experiments_hold_no_model_kind_branch():
-    "Model kinds live in atf.learners only: export and experiments name no learner class and test no kind."
+def test_export_experiments_and_serving_hold_no_model_kind_branch():
+    "Model kinds live in atf.learners only: export, experiments and serving name no learner class and test no kind."
     import re
     import atf
-    for mod in ("export.py", "experiments.py"):
-        src = (Path(atf.__file__).parent / mod).read_text()
-        found = re.findall(r"SupervisedLearner|AgentLearner|SupervisedTrainer|RLTrainer|\bkind\b|[\"']rl[\"']|[\"']supervised[\"']", src)
-        assert not found, f"atf/{mod}: {found}"
+    root = Path(atf.__file__).parent
+    for path in [root / "export.py", root / "experiments.py", *sorted((root / "serving").glob("*.py"))]:
+        found = re.findall(r"SupervisedLearner|AgentLearner|SupervisedTrainer|RLTrainer|\.kind\b|\bkind ==|\w\[[\"']kind[\"']\]"
+                           r"|[\"'](?:rl|supervised)[\"']|positions_from_proba", path.read_text())
+        assert not found, f"{path.relative_to(root)}: {found}"
