@@ -27,7 +27,7 @@ demo: install  ## rule study + LSTM nested walk-forward on real data, exported f
 	run=demo-lstm-$$(date -u +%Y%m%dT%H%M%SZ) \
 	  && $(BIN)/atf experiment configs/demo_experiment.yaml --run-id $$run \
 	  && $(BIN)/atf export reports/$$run \
-	  && echo "serve it: $(BIN)/atf serve reports/$$run/models/AAPL_native"
+	  && echo "serve it: ATF_API_KEY=<a secret> $(BIN)/atf serve reports/$$run/models/AAPL_native"
 
 test: install test-sync test-nbs test-py test-workflows test-container docs-check  ## sync check, notebooks, pytest, papermill, container, docs
 

@@ -5,14 +5,14 @@
 # %% ../nbs/10_features.ipynb #9e1ed027
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 # %% auto #0
 __all__ = ['log_returns', 'rolling_volatility', 'rsi', 'macd', 'atr', 'volume_zscore', 'calendar_features', 'FeatureSpec',
-           'make_features', 'forward_return', 'direction_labels', 'fit_scaler', 'make_windows']
+           'make_features', 'resolve_spec', 'forward_return', 'direction_labels', 'fit_scaler', 'make_windows']
 
 # %% ../nbs/10_features.ipynb #bcc5693d
 def log_returns(close: pd.Series, horizon: int = 1) -> pd.Series:
@@ -98,6 +98,13 @@ def make_features(df: pd.DataFrame, spec: FeatureSpec | None = None) -> pd.DataF
     if (w := _resolve(spec.volume_window, 20, ["volume"], df, "volume_z")): out[f"volume_z_{w}"] = volume_zscore(df["volume"], w)
     if spec.calendar: out = out.join(calendar_features(df.index))
     return out
+
+def resolve_spec(spec: FeatureSpec, # a spec, possibly with "auto" windows
+                 df: pd.DataFrame, # the bars it was computed on (training)
+                ) -> FeatureSpec:
+    "The spec with each \"auto\" decided as `df` decides it, so other bars get the same columns (or an error)."
+    return replace(spec, atr_window=_resolve(spec.atr_window, 14, ["high", "low"], df, "atr"),
+                   volume_window=_resolve(spec.volume_window, 20, ["volume"], df, "volume_z"))
 
 # %% ../nbs/10_features.ipynb #788d84d8
 def forward_return(close: pd.Series, horizon: int = 1) -> pd.Series:

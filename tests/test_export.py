@@ -89,9 +89,11 @@ def test_reference_stats_shares_sum_to_one():
 
 @pytest.mark.parametrize("name, model, extra", [
     ("sac", {"name": "sac", "window": 5, "params": {"net_arch": "tiny", "learning_starts": 0, "buffer_size": 10000}},
-     {"rl": {"total_timesteps": 128, "eval_every": 128, "n_envs": 1}, "search_space": {"gamma": [0.99]}}),
+     {"rl": {"total_timesteps": 128, "eval_every": 128, "n_envs": 1}, "search_space": {"gamma": [0.99]},
+      "trading": {"long_only": False}}),
     ("dqn", {"name": "dqn", "window": 5, "params": {"net_arch": "tiny", "learning_starts": 0, "buffer_size": 10000}},
-     {"rl": {"total_timesteps": 128, "eval_every": 128, "n_envs": 1, "action": "discrete3"}, "search_space": {"gamma": [0.99]}}),
+     {"rl": {"total_timesteps": 128, "eval_every": 128, "n_envs": 1, "action": "discrete3"}, "search_space": {"gamma": [0.99]},
+      "trading": {"long_only": False}}),
     ("tcn", {"name": "tcn", "window": 8, "params": {"channels": 8}}, {"search_space": {"lr": [0.003]}}),
     ("gru", {"name": "gru", "window": 8, "params": {"hidden": 8}}, {"search_space": {"lr": [0.003]}}),
     ("logistic", {"name": "logistic"}, {"search_space": {"C": [0.1]}}),
@@ -115,3 +117,23 @@ def test_export_experiments_and_serving_hold_no_model_kind_branch():
         found = re.findall(r"SupervisedLearner|AgentLearner|SupervisedTrainer|RLTrainer|\.kind\b|\bkind ==|\w\[[\"']kind[\"']\]"
                            r"|[\"'](?:rl|supervised)[\"']|positions_from_proba", path.read_text())
         assert not found, f"{path.relative_to(root)}: {found}"
+
+
+def test_a_close_only_model_is_served_from_closes(tmp_path):
+    "sp500_index has closes only: the manifest says so (bar_fields, no ATR or volume feature) and bars of closes serve."
+    from fastapi.testclient import TestClient
+    from conftest import _tiny_run
+    from atf.data import load_dataset
+    from atf.serving.app import ServeConfig, create_app
+    [d] = export_run(_tiny_run(tmp_path, "logistic", {"name": "logistic"}, {
+        "search_space": {"C": [0.1]}, "data": {"dataset": "sp500_index", "assets": ["SP500"], "start": "2000-01-01", "end": "2006-12-31"}}))
+    m = Manifest.read_and_verify(d)
+    assert m.bar_fields == ["close"] and m.features.spec["atr_window"] is None and m.features.spec["volume_window"] is None
+    closes = load_dataset("sp500_index", "SP500").loc["2007-01-01":].iloc[:m.min_bars]
+    bars = [{"time": str(t), "close": float(c)} for t, c in closes["close"].items()]
+    with TestClient(create_app(ServeConfig(model_dir=str(d), no_auth=True))) as client:
+        r = client.post("/predict", json={"bars": bars})
+        assert r.status_code == 200 and r.json()["model"] == "primary", r.text
+        ohlc = [{**b, "open": b["close"], "high": b["close"], "low": b["close"]} for b in bars]
+        bad = client.post("/predict", json={"bars": ohlc})
+        assert bad.status_code == 422 and "open" in bad.text

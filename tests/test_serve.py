@@ -403,8 +403,8 @@ def test_agent_is_served_with_its_state(exported):
         want = ort.InferenceSession(str(d / "model.onnx")).run(["position"], {"features": X, "state": state})[0][:, 0]
         assert [p["position"] for p in r["predictions"]] == want.tolist() and set(want) <= set(m["card"]["levels"])
         assert all(p["action"] is not None and p["probability"] is None for p in r["predictions"])
-        no_state = httpx.post(url + "/predict", json={"features": X.tolist()}).json()          # state defaults to zeros
-        assert [p["position"] for p in no_state["predictions"]] == want.tolist()
+        no_state = httpx.post(url + "/predict", json={"features": X.tolist()})          # an agent's state is required
+        assert no_state.status_code == 422 and '"loc":["body","state"]' in no_state.text
         bad = httpx.post(url + "/predict", json={"features": X.tolist(), "state": [[0.0]] * 10})
         assert bad.status_code == 422 and "state" in bad.text
         bad = httpx.post(url + "/predict", json={"features": X.tolist(), "state": state[:3].tolist()})

@@ -99,3 +99,14 @@ def test_rl_objective_reports_and_prunes(data, tmp_path):
     res = tune(obj, {"n_steps": [8, 16], "net_arch": ["tiny"]}, n_trials=3, storage=f"sqlite:///{tmp_path / 'rl.db'}",
                study_name="a2c", pruner="none")
     assert res.counts.get("COMPLETE", 0) + res.counts.get("PRUNED", 0) == 3
+
+
+@pytest.mark.parametrize("extra, action", [({"model": {"name": "sac"}}, "continuous"),
+                                           ({"model": {"name": "ppo"}, "rl": {"action": "discrete3"}}, "discrete3")])
+def test_a_long_only_config_refuses_an_agent_that_can_go_short(extra, action):
+    "trading.long_only (the default) with an action space that holds shorts is a config error, not a silent short book."
+    from atf.config import ConfigError
+    from atf.experiments import load_experiment
+    with pytest.raises(ConfigError, match=f"trading.long_only: .* action '{action}' can go short"):
+        load_experiment({**extra, "tuning": {"metric": "sharpe"}})
+    load_experiment({**extra, "tuning": {"metric": "sharpe"}, "trading": {"long_only": False}})

@@ -215,7 +215,7 @@ class Service:
         if self.cfg.failover_on_drift and models.drift.status()["drifted"]: return "drift: inputs differ from training"
         return None
 
-# %% ../../nbs/19d_serving_app.ipynb #912b2940
+# %% ../../nbs/19d_serving_app.ipynb #250ccb44
 def _answer_fallback(svc: Service, models: Models, x, state, frame, reason: str) -> tuple[str, dict, ModelHandle | None]:
     "The fallback model's answer when it takes the same inputs, else a flat position (always safe)."
     svc.metrics.failovers.labels(reason.split(":")[0]).inc()
@@ -223,7 +223,8 @@ def _answer_fallback(svc: Service, models: Models, x, state, frame, reason: str)
     if fb is not None:
         try:
             fx = x if frame is None else features_from_bars(frame, fb.manifest)
-            if fx.shape[1:] == (fb.window, fb.n_features) and (frame is not None or fb.feature_names == names):
+            same_state = fb.state_names == list(models.contract.state)           # never zeros for a state not sent
+            if fx.shape[1:] == (fb.window, fb.n_features) and (frame is not None or fb.feature_names == names) and same_state:
                 return "fallback", fb.predict(fx, state if fb.state_names else None), fb
         except NonFiniteOutput: pass                             # out-of-range inputs again: flat
         except Exception as e:
@@ -513,14 +514,18 @@ def create_app(cfg: ServeConfig, # checked on creation: see `ServeConfig`
     app.add_middleware(Guard, service=svc, paths={r.path for r in app.routes})   # added last: the outermost layer
     return app
 
-# %% ../../nbs/19d_serving_app.ipynb #04ea54fa
+# %% ../../nbs/19d_serving_app.ipynb #2ebe6d8d
 def serve(cfg: ServeConfig, # the service's configuration (timeouts and limits included)
           host: str = "127.0.0.1", port: int = 8000, # where to listen
           ) -> None:
     "Run the service with uvicorn under `cfg`'s timeouts and connection limits, until SIGINT or SIGTERM."
     app = create_app(cfg)
     svc = app.state.service
-    protocol = guarded_protocol(cfg.header_timeout_s, cfg.max_header_bytes, connection_cap(cfg.max_connections),
+    cap = connection_cap(cfg.max_connections)
+    if cap <= cfg.max_in_flight:
+        raise ServeConfigError(f"this process may hold only {cap} connections (open-files limit), not above max_in_flight "
+                               f"({cfg.max_in_flight}): raise `ulimit -n` or lower --max-in-flight")
+    protocol = guarded_protocol(cfg.header_timeout_s, cfg.max_header_bytes, cap,
                                 lambda reason: svc.metrics.dropped.labels(reason).inc())
     log.info("auth: %s", "OFF (--no-auth)" if cfg.no_auth else f"X-API-Key on everything but {', '.join(PUBLIC_PATHS)}")
     config = uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=cfg.timeout_keep_alive,

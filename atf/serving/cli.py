@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser, # the parser of `atf serve` (or of
         (limits if limit else p).add_argument(flag, dest=name, type=kind, help=text, metavar=flag.lstrip("-").upper().replace("-", "_"))
     return p
 
-# %% ../../nbs/19e_serving_cli.ipynb #27676260
+# %% ../../nbs/19e_serving_cli.ipynb #a743095b
 _DESCRIPTION = ("Start the inference service on MODEL_DIR (RUN_DIR/models/<key>). A key is required (--api-key or "
                 "ATF_API_KEY) unless --no-auth is given; /health, /ready and /metrics are public.")
 
@@ -71,11 +71,10 @@ def run(args: argparse.Namespace, # parsed by `add_arguments`' parser
         ) -> int:
     "Check the configuration (one line and status 2 when refused), then serve until SIGINT or SIGTERM."
     from atf.serving.app import ServeConfig, ServeConfigError, serve     # heavy (FastAPI, onnxruntime, pandas): only when serving
-    try: cfg = ServeConfig.from_env(**config_kwargs(args))
+    try: serve(ServeConfig.from_env(**config_kwargs(args)), args.host, args.port)       # refusals come before serving
     except ServeConfigError as e:
         print(f"atf serve: error: {e}", file=sys.stderr)
         return 2
-    serve(cfg, args.host, args.port)
     return 0
 
 # %% ../../nbs/19e_serving_cli.ipynb #77f8a345

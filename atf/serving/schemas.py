@@ -22,7 +22,7 @@ from ..manifest import BAR_FIELDS, Manifest
 __all__ = ['FLOAT32_MAX', 'F32', 'Price', 'Volume', 'ISO_TIME', 'bar_model', 'request_model', 'Prediction', 'PredictResponse',
            'ErrorItem', 'ErrorResponse', 'unprocessable', 'parse_request', 'bars_frame', 'features_from_bars']
 
-# %% ../../nbs/19_serving_schemas.ipynb #70f7c45d
+# %% ../../nbs/19_serving_schemas.ipynb #8a2f58fa
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 F32 = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 Price = Annotated[float, Field(allow_inf_nan=False, gt=0)]
@@ -39,10 +39,11 @@ def _seq(item, lo: int | None = None, hi: int | None = None, description: str | 
 
 def bar_model(fields: list[str] | tuple = BAR_FIELDS, # the manifest's bar_fields
               ) -> type[BaseModel]:
-    "One OHLCV bar: `time` in ISO 8601 (UTC when it has no offset; the bar's open), positive prices, volume >= 0."
+    "One bar: `time` in ISO 8601 (UTC when it has no offset; the bar's open), the model's price fields (> 0), volume >= 0."
+    prices = {f: (Price, ...) for f in ("open", "high", "low", "close") if f in fields}     # a close-only model: close
     return create_model("Bar", __config__=ConfigDict(extra="forbid", strict=True, json_schema_extra=_no_defaults),
-                        time=(Annotated[str, Field(pattern=ISO_TIME)], ...), open=(Price, ...), high=(Price, ...),
-                        low=(Price, ...), close=(Price, ...), volume=(Volume, ... if "volume" in fields else None))
+                        time=(Annotated[str, Field(pattern=ISO_TIME)], ...), **prices,
+                        volume=(Volume, ... if "volume" in fields else None))
 
 # %% ../../nbs/19_serving_schemas.ipynb #0d0381a1
 def _exactly_one_schema(schema: dict, *_) -> None:
@@ -58,7 +59,7 @@ class _Request(BaseModel):
             raise ValueError("give exactly one of `features` or `bars`")
         return self
 
-# %% ../../nbs/19_serving_schemas.ipynb #4eb7b664
+# %% ../../nbs/19_serving_schemas.ipynb #f7716e70
 _REQUEST_MODELS: dict = {}                     # one class per contract: reloading the same model builds nothing
 
 def _shaped_fields(m: Manifest, max_batch: int) -> dict:
@@ -70,7 +71,8 @@ def _shaped_fields(m: Manifest, max_batch: int) -> dict:
                             f"at least {m.min_bars} OHLCV bars, oldest first, increasing times, low <= open, close <= high; "
                             "the last bar is the one decided"), None)}
     if k := len(m.state):
-        fields["state"] = (_seq(_seq(F32, k, k), 1, max_batch, f"one row of {m.state} per window (default zeros)"), None)
+        fields["state"] = (_seq(_seq(F32, k, k), 1, max_batch, f"required: one row of {m.state} per window, the agent's "
+                                "state when the window's last bar closes (see the manifest's card)"), ...)
     return fields
 
 # %% ../../nbs/19_serving_schemas.ipynb #fc029f42
@@ -143,7 +145,7 @@ def parse_request(schema: type[BaseModel], # from `request_model`
             raise HTTPException(400, f"body is not valid JSON: {errs[0]['msg'].removeprefix('Invalid JSON: ')}") from None
         raise RequestValidationError(errs) from None
 
-# %% ../../nbs/19_serving_schemas.ipynb #a213d225
+# %% ../../nbs/19_serving_schemas.ipynb #a72f8ccb
 def _utc(t: str) -> datetime:
     d = datetime.fromisoformat(t)
     return d if d.tzinfo is None else d.astimezone(timezone.utc).replace(tzinfo=None)
@@ -153,7 +155,7 @@ def bars_frame(bars: list, # validated `Bar` items
     "The request's bars as an OHLCV frame on a naive UTC index, checked by `validate_ohlcv` (422 names the rows)."
     try: idx = pd.DatetimeIndex([_utc(b.time) for b in bars], name="time")
     except (ValueError, OverflowError) as e: raise unprocessable(["body", "bars", "time"], f"invalid time: {e}") from None
-    cols = {k: [getattr(b, k) for b in bars] for k in BAR_FIELDS}
+    cols = {k: [getattr(b, k) for b in bars] for k in BAR_FIELDS if k in type(bars[0]).model_fields}
     missing = [v is None for v in cols["volume"]]
     if all(missing): del cols["volume"]
     elif any(missing): raise unprocessable(["body", "bars", "volume"], "volume is given for some bars and missing for others")

@@ -242,7 +242,7 @@ def positions_from_proba(proba: np.ndarray, classes: np.ndarray, long_only: bool
     "Target position per row: the argmax class's direction (1/0/-1), flat below `min_confidence`."
     k = proba.argmax(1)
     pos = np.asarray(classes, dtype=float)[k]
-    pos[proba[np.arange(len(k)), k] < min_confidence] = 0.0
+    pos[~(proba[np.arange(len(k)), k] >= min_confidence)] = 0.0           # a NaN probability is no call: flat
     return np.clip(pos, 0.0, None) if long_only else pos
 
 def call_metrics(proba: np.ndarray, y: np.ndarray, classes) -> dict:
