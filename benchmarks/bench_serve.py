@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -84,8 +85,10 @@ async def open_loop(host: str, port: int, body: bytes, rate: float, seconds: flo
     start = time.perf_counter()
     await asyncio.gather(*(one(i, start) for i in range(warm)))
     lat.clear(); errors = 0
+    gc.collect(); gc.disable()                            # the generator's own collector pauses would count as latency
     start = time.perf_counter()
-    await asyncio.gather(*(one(i, start) for i in range(n)))
+    try: await asyncio.gather(*(one(i, start) for i in range(n)))
+    finally: gc.enable()
     took = time.perf_counter() - start
     while not pool.empty(): pool.get_nowait().writer.close()
     q = np.percentile(np.array(lat) * 1e3, [50, 95, 99])
@@ -124,7 +127,8 @@ def main() -> int:
         t_ts = per_call_us(lambda: ts.session.run(None, x), 2000)
         print(f"  batch {b:3d}: onnxruntime {t_onnx:8.1f} us   torchscript {t_ts:8.1f} us   ratio {t_ts / t_onnx:5.1f}x")
 
-    print(f"\nHTTP, open loop at {a.rate:.0f} requests/s for {a.seconds:.0f} s, uvicorn 1 worker on 127.0.0.1:")
+    print(f"\nHTTP, open loop at {a.rate:.0f} requests/s for {a.seconds:.0f} s, uvicorn 1 worker on 127.0.0.1 "
+          f"(server on core 0, load generator on the others when there are two or more):")
     failed = 0
     for backend in ("onnx", "torchscript"):
         port = free_port()
@@ -132,6 +136,9 @@ def main() -> int:
         proc = subprocess.Popen([sys.executable, "-m", "atf.serving.cli", str(model), "--port", str(port), "--api-key", KEY,
                                  "--backend", backend, "--threads", "1"],       # = `atf serve ...`
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        cores = os.cpu_count() or 1
+        if hasattr(os, "sched_setaffinity") and cores >= 2:       # the load generator must not take the server's core
+            os.sched_setaffinity(proc.pid, {0}); os.sched_setaffinity(0, set(range(1, cores)))
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(200):
