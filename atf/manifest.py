@@ -81,7 +81,7 @@ class Manifest(_Strict):
     rebalance: Literal["on_change", "every_bar"]   # on_change: trade only when the target changes
     costs: dict[str, float]                         # fee_bps, slippage_bps the positions were evaluated with
     reference: dict[str, ReferenceStats]
-    parity: dict[str, float]                        # max |export - eager| per format, rows, tolerance
+    parity: dict[str, int | float]                  # max |format - learner| per format, rows (int), tolerance
     training: dict[str, Any]                        # first/last training bar and their count
     held_out: dict[str, str]                        # the bars the parity check used (validation + test of the last fold)
     metrics: dict[str, float] = {}                  # the run's out-of-sample figures for this key
