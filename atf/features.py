@@ -5,7 +5,7 @@
 # %% ../nbs/10_features.ipynb #9e1ed027
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
