@@ -116,12 +116,20 @@ class ExperimentConfig:
     output_dir: str = "reports"
     memory_bank: str | None = "memory_bank"
 
-# %% ../nbs/15_experiments.ipynb #eca33cae
+# %% ../nbs/15_experiments.ipynb #578b7354
 def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     "Read and check an experiment config; every mistake names its key."
     cfg = build_config(ExperimentConfig, source)
     learner_class(cfg.model.name).check(cfg)
     if cfg.label.horizon < 1: raise ConfigError("label.horizon must be >= 1")
+    for key, value, low in [("tuning.n_trials", cfg.tuning.n_trials, 1), ("model.window", cfg.model.window, 1),
+                            ("costs.fee_bps", cfg.costs.fee_bps, 0), ("costs.slippage_bps", cfg.costs.slippage_bps, 0),
+                            ("train.batch_size", cfg.train.batch_size, 1), ("train.max_epochs", cfg.train.max_epochs, 1)]:
+        if value < low: raise ConfigError(f"{key}: {value!r} must be >= {low}")
+    if not cfg.train.lr > 0: raise ConfigError(f"train.lr: {cfg.train.lr!r} must be above 0")
+    for key in ("atr_window", "volume_window"):
+        if isinstance(v := getattr(cfg.features, key), str) and v != "auto":
+            raise ConfigError(f"features.{key}: {v!r} must be a whole number, null or 'auto'")
     if cfg.execution.executor not in ("serial", "process"):
         raise ConfigError(f"execution.executor: {cfg.execution.executor!r} not in ['serial', 'process']")
     if cfg.execution.workers is not None and (not isinstance(cfg.execution.workers, int) or cfg.execution.workers < 1):
@@ -153,10 +161,14 @@ def fold_objective(data: FoldData, train_idx, val_idx, cfg: ExperimentConfig):
     learner = learner_class(cfg.model.name)
     return lambda params, report: learner(cfg, params).validate(data, train_idx, val_idx, report)
 
-# %% ../nbs/15_experiments.ipynb #3e834d4f
+# %% ../nbs/15_experiments.ipynb #f8153063
 def prepare(cfg: ExperimentConfig, asset: str, timeframe: str) -> pd.DataFrame:
     "Load an asset, cut the date range, resample to the timeframe ('native' keeps the bars)."
-    df = load_dataset(cfg.data.dataset, asset).loc[cfg.data.start:cfg.data.end]
+    full = load_dataset(cfg.data.dataset, asset)
+    df = full.loc[cfg.data.start:cfg.data.end]
+    if df.empty:
+        raise ConfigError(f"data.start/data.end: {cfg.data.start}..{cfg.data.end} holds no bars of {asset}; "
+                          f"{cfg.data.dataset} spans {full.index[0].date()}..{full.index[-1].date()}")
     return df if timeframe == "native" else resample_ohlcv(df, timeframe)
 
 def periods_for(cfg: ExperimentConfig, df: pd.DataFrame, timeframe: str) -> float:
@@ -309,9 +321,10 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
                  extra_tables={"By market regime": reg})
     return table, reg
 
-# %% ../nbs/15_experiments.ipynb #cd6d9bbb
+# %% ../nbs/15_experiments.ipynb #383715d4
 def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: bool = True, git_commit_summary: bool = False) -> Path:
     "Run every asset x timeframe, write reports under output_dir/run_id, record the run in the memory bank."
+    for asset in cfg.data.assets: prepare(cfg, asset, "native")     # each date range holds bars, before any work
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_id = run_id or f"{cfg.name}-{stamp}-{config_hash(cfg)[:6]}"
     out = Path(cfg.output_dir) / run_id
