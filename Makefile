@@ -50,8 +50,8 @@ test-workflows: install
 workflows: install  ## papermill workflow notebooks -> reports/<run-id>/ (pass ARGS="-p asset MSFT -p n_trials 20")
 	scripts/run-workflows.sh $$(date -u +%Y%m%dT%H%M%SZ) -- $(ARGS)
 
-lab: install  ## JupyterLab on the notebooks
-	$(BIN)/jupyter lab --notebook-dir nbs
+lab: install  ## JupyterLab on the notebooks (--allow-root when run as root, as in containers and CI)
+	$(BIN)/jupyter lab --notebook-dir nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 export: install  ## notebooks -> atf/ and README.md (run after editing nbs/), clean notebook metadata
 	$(BIN)/nbdev_export

@@ -45,6 +45,12 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path):
     assert res.returncode == 2 and "costs.fee_bsp" in res.stderr
 
 
-def test_datasets_lists_the_registry():
+def test_datasets_lists_the_registry_with_spans_and_descriptions():
     out = run("datasets").stdout
-    assert "sp500_stocks" in out and "btc_15m" in out and "skfolio==1.12.2" in out
+    assert "sp500_stocks" in out and "btc_15m" in out and "XOM" in out                   # every asset of every dataset
+    assert "1990-01-02..2022-12-28" in out and "S&P 500 index level" in out             # span and description
+
+
+def test_version():
+    import atf
+    assert run("--version").stdout.strip() == f"atf {atf.__version__}"
