@@ -45,7 +45,7 @@ __all__ = ['log', 'EXECUTORS', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'Tr
            'periods_for', 'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'SerialExecutor', 'ProcessExecutor',
            'make_executor', 'fold_tasks', 'run_asset', 'report_key', 'run_experiment']
 
-# %% ../nbs/15_experiments.ipynb #b48ec395
+# %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
 class LabelConfig:
     horizon: int = 1
@@ -63,6 +63,7 @@ class TuningConfig:
     timeout: float | None = None
     pruner: str = "median"
     patience: int | None = None
+    max_failures: int | None = 5       # trials in a row failing with one error stop the run, naming it; null: never
     metric: str = "sharpe"
     storage: str | None = None
 
@@ -214,7 +215,7 @@ def fold_inputs(cfg: ExperimentConfig, asset: str, timeframe: str) -> FoldData:
                               direction_labels(df["close"], cfg.label.horizon, cfg.label.band), periods_for(cfg, df, timeframe))
     return _INPUTS[k]
 
-# %% ../nbs/15_experiments.ipynb #d046e8a0
+# %% ../nbs/15_experiments.ipynb #ea29b710
 def run_fold(task: FoldTask) -> FoldResult:
     "Tune on the fold's train/validation bars, refit, decide its test positions: a pure function of the task."
     cfg, fold, out = task.cfg, task.fold, Path(task.out)
@@ -222,7 +223,8 @@ def run_fold(task: FoldTask) -> FoldResult:
     study, storage = f"{out.name}-{task.key}-fold{fold.number}", cfg.tuning.storage or default_storage(out)
     tr = tune(fold_objective(data, fold.train, fold.validation, cfg), cfg.search_space or learner.default_space(cfg.model.name),
               n_trials=cfg.tuning.n_trials, timeout=cfg.tuning.timeout, direction=learner.direction(cfg), storage=storage,
-              study_name=study, seed=cfg.seed + fold.number, pruner=cfg.tuning.pruner, patience=cfg.tuning.patience)
+              study_name=study, seed=cfg.seed + fold.number, pruner=cfg.tuning.pruner, patience=cfg.tuning.patience,
+              max_failures=cfg.tuning.max_failures)
     if not tr.best_params: raise RuntimeError(f"{study}: no trial completed ({tr.counts})")
     model = learner(cfg, tr.best_params).fit(data, fold.train, fold.validation)
     baseline = LogisticLearner(cfg, {}, min_confidence=0.0).fit(data, fold.train).positions(data, fold.test)

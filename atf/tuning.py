@@ -20,12 +20,15 @@ from .metrics import metric_spec
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Objective', 'DEFAULT_SPACE', 'SPEC_KEYS', 'Pruned', 'metric_direction', 'check_spec', 'check_space', 'suggest',
-           'default_storage', 'create_storage', 'TuneResult', 'tune', 'record_study']
+__all__ = ['log', 'Objective', 'DEFAULT_SPACE', 'SPEC_KEYS', 'Pruned', 'TrialsFailing', 'metric_direction', 'check_spec',
+           'check_space', 'suggest', 'default_storage', 'create_storage', 'TuneResult', 'tune', 'record_study']
 
-# %% ../nbs/13_tuning.ipynb #b268df04
+# %% ../nbs/13_tuning.ipynb #283ec57b
 class Pruned(Exception):
     "Raised by `report` when the backend decides the trial is not worth finishing."
+
+class TrialsFailing(RuntimeError):
+    "`max_failures` trials in a row failed with the same error: the study is broken, not unlucky."
 
 Objective = Callable[[dict, Callable[[int, float], None]], float]
 
@@ -100,7 +103,7 @@ def create_storage(url: str) -> None:
     "Create the storage's tables now: do it once before several processes open a new SQLite file at the same time."
     if url.startswith("sqlite"): _storage(url)
 
-# %% ../nbs/13_tuning.ipynb #959b89ed
+# %% ../nbs/13_tuning.ipynb #4228921d
 def _pruner(name: str | None):
     import optuna
     if name in (None, "none"): return optuna.pruners.NopPruner()
@@ -111,12 +114,12 @@ def _pruner(name: str | None):
 def _open_study(storage: str, study_name: str, direction: str, seed: int, pruner: str | None):
     "Create the study, or load it with its trials when `study_name` already exists in `storage`."
     import optuna
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)    # a failed trial is atf's one line, not Optuna's traceback
     return optuna.create_study(study_name=study_name, storage=_storage(storage), direction=direction,
                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(pruner),
                                load_if_exists=True)
 
-# %% ../nbs/13_tuning.ipynb #725b033c
+# %% ../nbs/13_tuning.ipynb #0f48f13b
 def _trial(objective: Objective, space: Mapping[str, Any]) -> Callable:
     "The function Optuna runs per trial: draw params, run the objective with a pruning `report`, check its value."
     import optuna
@@ -128,11 +131,17 @@ def _trial(objective: Objective, space: Mapping[str, Any]) -> Callable:
             if trial.should_prune(): raise Pruned(f"pruned at step {step}")
         try: value = objective(params, report)
         except Pruned as e: raise optuna.TrialPruned(str(e)) from None
+        except Exception as e:
+            error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            trial.set_user_attr("error", error)
+            log.warning("trial %d failed: %s (params %s)", trial.number, error, params)
+            log.debug("trial %d traceback", trial.number, exc_info=True)
+            raise
         if value is None or not math.isfinite(value): raise optuna.TrialPruned(f"objective returned {value}")
         return float(value)
     return run
 
-# %% ../nbs/13_tuning.ipynb #91829b0c
+# %% ../nbs/13_tuning.ipynb #14b62a30
 def _n_finished(study) -> int:
     "Trials that count towards `n_trials`: complete or pruned (failed ones do not)."
     from optuna.trial import TrialState
@@ -140,11 +149,16 @@ def _n_finished(study) -> int:
 
 class _Stopper:
     "Optuna callback: stop at `n_trials` finished trials or after `patience` completed ones without a new best."
-    def __init__(self, n_trials: int, patience: int | None):
+    def __init__(self, n_trials: int, patience: int | None, max_failures: int | None = None):
         self.n_trials, self.patience, self.by = n_trials, patience, "n_trials"
+        self.max_failures, self.streak, self.failed = max_failures, [], None
 
     def __call__(self, study, trial) -> None:
         from optuna.trial import TrialState
+        error = trial.user_attrs.get("error") if trial.state == TrialState.FAIL else None
+        self.streak = self.streak + [error] if error and self.streak[-1:] == [error] else [error] if error else []
+        if self.max_failures and len(self.streak) >= self.max_failures:
+            self.failed = (error, trial.params); study.stop(); return
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         if _n_finished(study) >= self.n_trials:
             study.stop(); return
@@ -176,7 +190,7 @@ def _result(study, storage: str, direction: str, t0: float, stopped_by: str) -> 
     return TuneResult(study.study_name, storage, direction, study.best_params if complete else {},
                       study.best_value if complete else float("nan"), trials, time.perf_counter() - t0, stopped_by)
 
-# %% ../nbs/13_tuning.ipynb #8f1753f3
+# %% ../nbs/13_tuning.ipynb #d54c0274
 def tune(objective: Objective,                   # objective(params, report) -> validation metric; `report(step, value)` may raise Pruned
          space: Mapping[str, Any] | None = None, # name -> spec (see `check_space`); None: DEFAULT_SPACE
          *,
@@ -188,6 +202,7 @@ def tune(objective: Objective,                   # objective(params, report) -> 
          seed: int = 0,                          # seed of the TPE sampler
          pruner: str | None = "median",          # "median", "hyperband", or "none"/None for no pruning
          patience: int | None = None,            # stop after this many completed trials without a new best; None: never
+         max_failures: int | None = 5,           # this many trials in a row failing with one error raise TrialsFailing; None: never
          progress: bool = False,                 # show Optuna's progress bar
          memory_bank: str | Path | None = None,  # record the study in this memory bank (`record_study`); None: do not
         ) -> TuneResult:
@@ -196,7 +211,7 @@ def tune(objective: Objective,                   # objective(params, report) -> 
     if direction not in ("maximize", "minimize"): raise ValueError(f"direction {direction!r}")
     storage = storage or default_storage()
     study = _open_study(storage, study_name, direction, seed, pruner)
-    stop = _Stopper(n_trials, patience)
+    stop = _Stopper(n_trials, patience, max_failures)
     remaining = n_trials - _n_finished(study)
     t0 = time.perf_counter()
     if remaining > 0:
@@ -204,6 +219,9 @@ def tune(objective: Objective,                   # objective(params, report) -> 
                        callbacks=[stop], catch=(Exception,), show_progress_bar=progress, gc_after_trial=True)
         if timeout and time.perf_counter() - t0 >= timeout: stop.by = f"time budget {timeout}s"
     else: stop.by = "already complete"
+    if stop.failed:
+        raise TrialsFailing(f"study {study_name!r}: {max_failures} trials in a row failed with {stop.failed[0]} "
+                            f"(last params {stop.failed[1]})")
     result = _result(study, storage, direction, t0, stop.by)
     if memory_bank is not None: record_study(result, space, memory_bank)
     return result

@@ -73,3 +73,16 @@ def test_the_cli_exits_2_with_one_line_in_seconds(tmp_path):
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].endswith("model.window: expected int, got 'five'"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and time.time() - t0 < 60
     assert not any(p.is_dir() for p in tmp_path.iterdir())              # nothing ran
+
+
+def test_a_misspelt_model_parameter_stops_after_five_trials_not_a_thousand(tmp_path):
+    "model.params: {hiden: 16} failed 790 trials with 15,011 lines of tracebacks; now 5 one-line failures and exit 2."
+    f = tmp_path / "typo.yaml"
+    f.write_text(f"data: {{start: '2006-01-01', end: '2009-12-31'}}\nmodel: {{name: mlp, window: 5, params: {{hiden: 16}}}}\n"
+                 f"tuning: {{n_trials: 1000}}\nwalk_forward: {{train: 500, validation: 100, test: 200}}\n"
+                 f"output_dir: {tmp_path}\nmemory_bank: null\n")
+    res = subprocess.run([str(Path(sys.executable).parent / "atf"), "experiment", str(f), "-q"], capture_output=True,
+                         text=True, timeout=300)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "5 trials in a row failed with ValueError: model 'mlp': MLP.__init__() got an unexpected keyword argument 'hiden'" in err[-1] and "hiden" in err[-1], res.stderr[-2000:]
+    assert sum("failed: ValueError" in line for line in err) == 5 and "Traceback" not in res.stderr

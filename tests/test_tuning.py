@@ -137,3 +137,21 @@ def test_dashboard_serves_a_real_study(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_the_same_error_in_a_row_stops_the_study_naming_it(tmp_path, caplog):
+    "A study whose every trial crashes alike is broken: 5 trials, then TrialsFailing with the error and params, one log line each."
+    from atf.tuning import TrialsFailing
+    def broken(params, report): raise TypeError("MLP.__init__() got an unexpected keyword argument 'hiden'")
+    with pytest.raises(TrialsFailing, match=r"5 trials in a row failed with TypeError: MLP.__init__\(\) got an unexpected "
+                                            r"keyword argument 'hiden' \(last params \{'lr'"):
+        tune(broken, {"lr": [0.1, 0.01]}, n_trials=1000, storage=f"sqlite:///{tmp_path / 'f.db'}", study_name="broken")
+    lines = [r for r in caplog.records if r.name == "atf.tuning" and "failed" in r.getMessage()]
+    assert len(lines) == 5 and all("\n" not in r.getMessage() and r.exc_info is None for r in lines)
+    calls = iter(range(100))
+    def flaky(params, report):                                     # different errors, and successes between: not broken
+        n = next(calls)
+        if n % 3 == 0: raise ValueError(f"bad draw {n}")
+        return float(n)
+    res = tune(flaky, {"lr": [0.1, 0.01]}, n_trials=12, storage=f"sqlite:///{tmp_path / 'g.db'}", study_name="flaky")
+    assert res.counts["COMPLETE"] == 12 and res.counts["FAIL"] >= 5
