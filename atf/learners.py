@@ -175,7 +175,7 @@ def split_params(params: dict, cfg) -> tuple[dict, dict, int]:
     model = {**cfg.model.params, **{k: v for k, v in params.items() if k not in TRAIN_KEYS | {"window"}}}
     return train, model, int(params.get("window", cfg.model.window))
 
-# %% ../nbs/17a_learners.ipynb #fdc82dcf
+# %% ../nbs/17a_learners.ipynb #094050f2
 @register
 class SupervisedLearner(Learner):
     "A PyTorch network of atf.models classifying the next bars' direction; positions from its calls."
@@ -210,10 +210,12 @@ class SupervisedLearner(Learner):
         self.trainer.train(data.features, data.labels, train, val)
         return self
 
-    def positions(self, data: FoldData, rows) -> pd.Series:
-        proba, bars = self.trainer.predict_proba(data.features, rows)
+    def _positions(self, data: FoldData, proba, bars) -> pd.Series:
         pos = positions_from_proba(proba, self.trainer.classes_, self.cfg.trading.long_only, self.cfg.trading.min_confidence)
         return pd.Series(pos, data.bars.index[bars], name="model")
+
+    def positions(self, data: FoldData, rows) -> pd.Series:
+        return self._positions(data, *self.trainer.predict_proba(data.features, rows))
 
     def save(self, path: str | Path) -> Path: return self.trainer.save(path)
     @classmethod
@@ -224,10 +226,10 @@ class SupervisedLearner(Learner):
         t = self.trainer
         proba, bars = t.predict_proba(data.features, rows)             # eager PyTorch, exactly as research used it
         rule = self.cfg.trading
-        return classifier_graph(t.model, t.scaler, t.window, proba, bars, self.positions(data, rows), data, t.classes_,
-                                rule.long_only, rule.min_confidence, asdict(self.cfg.label))
+        return classifier_graph(t.model, t.scaler, t.window, proba, bars, self._positions(data, proba, bars), data,
+                                t.classes_, rule.long_only, rule.min_confidence, asdict(self.cfg.label))
 
-# %% ../nbs/17a_learners.ipynb #8c7009b6
+# %% ../nbs/17a_learners.ipynb #5cd2ccef
 @register
 class LogisticLearner(Learner):
     "L2-regularised logistic regression on the current bar's features (training-only scaling)."
@@ -261,14 +263,15 @@ class LogisticLearner(Learner):
         return score(self.cfg.tuning.metric, data.close, bars, proba, data.labels.to_numpy(float)[bars], self.clf.classes_,
                      self.cfg, data.periods_per_year)
 
-    def positions(self, data: FoldData, rows) -> pd.Series:
-        proba, bars = self.proba(data, rows)
+    def _positions(self, data: FoldData, proba, bars) -> pd.Series:
         pos = positions_from_proba(proba, self.clf.classes_, self.cfg.trading.long_only, self.min_confidence)
         return pd.Series(pos, data.bars.index[bars], name="model")
 
+    def positions(self, data: FoldData, rows) -> pd.Series: return self._positions(data, *self.proba(data, rows))
+
     def serving_graph(self, data: FoldData, rows) -> ServingGraph:
         proba, bars = self.proba(data, rows)
-        return classifier_graph(LastBarLogistic(self.clf), self.scaler, 1, proba, bars, self.positions(data, rows), data,
+        return classifier_graph(LastBarLogistic(self.clf), self.scaler, 1, proba, bars, self._positions(data, proba, bars), data,
                                 self.clf.classes_, self.cfg.trading.long_only, self.min_confidence, asdict(self.cfg.label))
 
 # %% ../nbs/17a_learners.ipynb #661db2ff

@@ -141,7 +141,7 @@ def _trial(objective: Objective, space: Mapping[str, Any]) -> Callable:
         return float(value)
     return run
 
-# %% ../nbs/13_tuning.ipynb #14b62a30
+# %% ../nbs/13_tuning.ipynb #44317bd6
 def _n_finished(study) -> int:
     "Trials that count towards `n_trials`: complete or pruned (failed ones do not)."
     from optuna.trial import TrialState
@@ -151,13 +151,14 @@ class _Stopper:
     "Optuna callback: stop at `n_trials` finished trials or after `patience` completed ones without a new best."
     def __init__(self, n_trials: int, patience: int | None, max_failures: int | None = None):
         self.n_trials, self.patience, self.by = n_trials, patience, "n_trials"
-        self.max_failures, self.streak, self.failed = max_failures, [], None
+        self.max_failures, self.last_error, self.in_a_row, self.failed = max_failures, None, 0, None
 
     def __call__(self, study, trial) -> None:
         from optuna.trial import TrialState
         error = trial.user_attrs.get("error") if trial.state == TrialState.FAIL else None
-        self.streak = self.streak + [error] if error and self.streak[-1:] == [error] else [error] if error else []
-        if self.max_failures and len(self.streak) >= self.max_failures:
+        self.in_a_row = self.in_a_row + 1 if error and error == self.last_error else int(error is not None)
+        self.last_error = error
+        if self.max_failures and self.in_a_row >= self.max_failures:
             self.failed = (error, trial.params); study.stop(); return
         done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         if _n_finished(study) >= self.n_trials:
