@@ -70,6 +70,7 @@ bench: install  ## speed versus peers, ratios printed
 	$(BIN)/python benchmarks/bench_tuning.py
 	$(BIN)/python benchmarks/bench_env.py
 	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_data.py
 
 clean:  ## remove the venv and generated folders (keeps reports/)
 	rm -rf $(VENV) _proc _docs *.egg-info

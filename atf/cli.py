@@ -8,22 +8,35 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from . import __version__
-from .data import list_datasets
+from .data import check_file, list_datasets
 from .serving.cli import add_serve_command
 
 # %% auto #0
-__all__ = ['DEMO_CONFIG', 'build_parser', 'main']
+__all__ = ['DEMO_CONFIG', 'project_root', 'dashboard_storage', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #00ca56d6
+def _check(args) -> int:
+    "`atf datasets --check FILE`: what the file holds per asset; exit 1 when it needs repairs or has problems."
+    report, status = check_file(args.check, time_col=args.time_col, tz=args.tz, asset_col=args.asset_col), 0
+    for asset, r in report.iterrows():
+        print(f"{asset}: {r['bars']:,} bars {r['first']} .. {r['last']}, every {r['frequency'] or '?'}, "
+              f"{r['gaps']} gap(s) wider than that (largest {r['largest_gap']})")
+        for title, items in [("problems", r["problems"]), ("repairs that fix them (data.repairs)", [str(r["repairs"])]
+                              if r["problems"] and r["repairs"] else []), ("what they would change", r["repaired"]),
+                             ("problems the repairs do not fix", r["problems_after_repairs"] if r["problems"] else [])]:
+            if items: print(f"  {title}:\n" + "\n".join(f"    - {x}" for x in items))
+        if not r["problems"]: print("  ok: loads as it is")
+        status = max(status, int(bool(r["problems"])))
+    return status
+
 def _datasets(args) -> int:
+    if args.check: return _check(args)
     cut = lambda t, n: t if len(t) <= n else t[:n - 3] + "..."
     df = list_datasets()[["frequency", "span", "assets", "description"]]
     df = df.assign(description=df["description"].map(lambda t: cut(t, 60)))    # every asset shown: they are what one picks
@@ -33,10 +46,20 @@ def _datasets(args) -> int:
 # %% ../nbs/09_cli.ipynb #d22b9e35
 DEMO_CONFIG = "configs/demo.yaml"
 
+def project_root(start: str | Path | None = None, # a folder; None: the current one
+                ) -> Path | None:
+    "The nearest folder at or above `start` holding `settings.ini` (the atf project), or None."
+    here = Path(start or Path.cwd()).resolve()
+    return next((d for d in (here, *here.parents) if (d / "settings.ini").is_file()), None)
+
 def _walk_forward(args) -> int:
     from atf.studies import load_config, run_rule_study   # loaded when the command runs: see above
-    cfg = load_config(args.config)
+    root = project_root() if args.command == "demo" else None      # the demo: the project's configs/ and reports/
+    if args.command == "demo" and root is None and args.config is None:
+        raise FileNotFoundError(f"no settings.ini in {Path.cwd()} or above: run `atf demo` in the atf project or pass --config")
+    cfg = load_config(args.config or root / DEMO_CONFIG)
     if args.output_dir: cfg.output_dir = args.output_dir
+    elif root and not Path(cfg.output_dir).is_absolute(): cfg.output_dir = str(root / cfg.output_dir)
     out = run_rule_study(cfg, run_id=args.run_id, progress=not args.quiet)
     m = pd.read_csv(out / "metrics.csv", index_col=0, header=[0, 1])
     print("\nOut-of-sample (stitched walk-forward test segments):")
@@ -58,11 +81,30 @@ def _experiment(args) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #03881432
+def dashboard_storage(target: str | None = None,       # a run folder, an Optuna SQLite file or a storage URL; None: the newest run
+                      reports: str | Path = "reports", # the folder of run folders searched when `target` is None
+                     ) -> str:
+    "The storage URL `atf dashboard` serves; FileNotFoundError names a path that does not exist (nothing is created)."
+    from atf.tuning import default_storage   # loaded when the command runs: see above
+    db = lambda folder: Path(default_storage(folder).removeprefix("sqlite:///"))     # a run folder's storage file
+    if target is None:
+        runs = sorted(Path(reports).glob(f"*/{db('.').name}"), key=lambda p: p.stat().st_mtime)
+        if not runs: raise FileNotFoundError(f"no run folder with {db('.').name} under {reports}: pass a run folder or a storage")
+        return f"sqlite:///{runs[-1].resolve()}"
+    path = Path(target.removeprefix("sqlite:///")) if target.startswith("sqlite:///") or "://" not in target else None
+    if path is not None and path.is_dir(): path = db(path)
+    if path is not None and not path.is_file(): raise FileNotFoundError(f"{path}: no such Optuna storage (nothing created)")
+    return target if path is None else f"sqlite:///{path.resolve()}"
+
 def _dashboard(args) -> int:
-    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
-    storage = args.storage or f"sqlite:///{Path(args.db).resolve()}"
-    print(f"optuna-dashboard on http://{args.host}:{args.port}  ({storage})")
-    return subprocess.call([exe, storage, "--host", args.host, "--port", str(args.port)])
+    from optuna_dashboard import run_server   # loaded when the command runs: see above
+    storage = dashboard_storage(args.target, (project_root() or Path.cwd()) / "reports")
+    print(f"optuna-dashboard on http://{args.host}:{args.port}  ({storage}"
+          f"{', the newest run folder' if args.target is None else ''})", flush=True)
+    try: run_server(storage, host=args.host, port=args.port)     # in this process: stopping atf stops the server
+    except KeyboardInterrupt: pass
+    except OSError as e: raise RuntimeError(f"{args.host}:{args.port}: {e.strerror or e}") from None
+    return 0
 
 def _export(args) -> int:
     from atf.export import export_run   # loaded when the command runs: see above
@@ -85,7 +127,7 @@ def _add_studies(sub) -> None:
                            ("demo", f"run the demo study ({DEMO_CONFIG}) on real data")):
         w = sub.add_parser(name, help=helptext, description=helptext + "; writes reports/<run-id>/report.html")
         if name == "walk-forward": w.add_argument("config", help="path to a study config (see configs/)")
-        else: w.add_argument("--config", default=DEMO_CONFIG, help=f"study config (default {DEMO_CONFIG})")
+        else: w.add_argument("--config", help=f"study config (default: the project's {DEMO_CONFIG}, from any of its folders)")
         _run_options(w)
         w.set_defaults(func=_walk_forward)
 
@@ -101,10 +143,10 @@ def _add_experiment(sub) -> None:
 
 # %% ../nbs/09_cli.ipynb #cdb2c66a
 def _add_tools(sub) -> None:
-    b = sub.add_parser("dashboard", help="serve optuna-dashboard on a study storage",
-                       description="Start optuna-dashboard on an Optuna storage (default: an experiment's optuna.db).")
-    b.add_argument("db", nargs="?", default="reports/optuna.db", help="SQLite file (default reports/optuna.db)")
-    b.add_argument("--storage", help="any Optuna storage URL (overrides db)")
+    b = sub.add_parser("dashboard", help="serve optuna-dashboard on a run's Optuna studies",
+                       description="Serve optuna-dashboard on a run's Optuna storage, in this process: Ctrl-C or SIGTERM stops it.")
+    b.add_argument("target", nargs="?", help="a run folder, its optuna.db or a storage URL "
+                                             "(default: the newest run folder under the project's reports/)")
     b.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     b.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     b.set_defaults(func=_dashboard)
@@ -121,8 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--version", action="version", version=f"atf {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("datasets", help="list the real datasets available offline",
-                   description="List the real datasets read from pinned packages (no downloads).").set_defaults(func=_datasets)
+    d = sub.add_parser("datasets", help="list the datasets (built-in and yours), or check a file of your own",
+                       description="List the real datasets read from pinned packages (no downloads) and those of the "
+                                   "project's datasets.yaml; --check FILE says what a CSV/Parquet file holds.")
+    d.add_argument("--check", metavar="FILE", help="a CSV/Parquet file, glob or directory to check (nothing is changed)")
+    d.add_argument("--time-col", help="its time column (default: time/date/datetime/timestamp, else the index)")
+    d.add_argument("--tz", help="the zone of its naive timestamps, e.g. America/New_York (default: UTC)")
+    d.add_argument("--asset-col", help="long format: the column naming each row's asset")
+    d.set_defaults(func=_datasets)
     _add_studies(sub); _add_experiment(sub); _add_tools(sub); add_serve_command(sub)
     return p
 

@@ -5,6 +5,7 @@
 # %% ../nbs/07a_config.ipynb #89070612
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -18,23 +19,27 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .data import get_dataset
+from .data import DATASETS, Dataset, check_repairs, load_dataset, resolve_dataset
 from .validation import WalkForward
 
 # %% auto #0
-__all__ = ['DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'build', 'read_yaml', 'check_data', 'build_config',
-           'config_hash', 'git_commit']
+__all__ = ['DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'check_value', 'build', 'read_yaml', 'check_data',
+           'data_source', 'load_bars', 'resolve_data', 'build_config', 'config_hash', 'git_commit', 'check_parameters']
 
 # %% ../nbs/07a_config.ipynb #81e2393e
 @dataclass
 class DataConfig:
-    "Which bars: a dataset of `atf datasets`, its assets, the timeframes to resample to, a date range."
-    dataset: str = "us_stocks"                                          # a name of `atf.data.DATASETS`
-    assets: list[str] = field(default_factory=lambda: ["AAPL"])         # assets of that dataset
+    "Which bars: a dataset of `atf datasets` or your files, its assets, the timeframes to resample to, a date range."
+    dataset: str = "us_stocks"                     # a dataset's name, or your files: a CSV/Parquet path, glob or directory
+    assets: list[str] | None = None                # None: every asset of your files; the first of a built-in dataset
     timeframes: list[str] = field(default_factory=lambda: ["native"])   # 'native' or pandas resample rules
-    start: str | None = None                                            # first date used; None: the data's first
-    end: str | None = None                                              # last date used; None: the data's last
+    start: str | None = None                       # first date used; None: the data's first
+    end: str | None = None                         # last date used; None: the data's last
     periods_per_year: float | dict[str, float] | None = None            # override: a number, or {timeframe: number}
+    time_col: str | None = None                    # your files: the time column; None: time/date/datetime/timestamp
+    tz: str | None = None                          # your files: the zone of naive timestamps; None: UTC
+    asset_col: str | None = None                   # your files: the asset column of a long-format file
+    repairs: dict | None = None                    # opt-in repairs (atf.data.repair_ohlcv); None: the dataset's own
 
 @dataclass
 class CostConfig:
@@ -68,15 +73,15 @@ def _type_name(hint) -> str:
     return " or ".join(map(_type_name, typing.get_args(hint))) if isinstance(hint, types.UnionType) else \
         "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
-def _check(hint, v, key: str):
+def check_value(hint, v, key: str):
     "`v` checked against the declared type `hint` (no coercion but YAML's 1e-4); ConfigError names the key."
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         for arm in typing.get_args(hint):
-            try: return _check(arm, v, key)
+            try: return check_value(arm, v, key)
             except ConfigError: pass
         raise ConfigError(f"{key}: expected {_type_name(hint)}, got {v!r}")
     origin, ok = typing.get_origin(hint), True
-    if origin is list: return [_check(typing.get_args(hint)[0], x, f"{key}[{i}]") for i, x in enumerate(v if isinstance(v, list) else [v])]
+    if origin is list: return [check_value(typing.get_args(hint)[0], x, f"{key}[{i}]") for i, x in enumerate(v if isinstance(v, list) else [v])]
     if hint is bool: ok = isinstance(v, bool)
     elif hint is int: ok = isinstance(v, int) and not isinstance(v, bool)
     elif hint is float:
@@ -100,7 +105,7 @@ def build(base, raw: Any, where: str = ""):
     kw, hints = {}, typing.get_type_hints(type(base))
     for k, v in raw.items():
         default = getattr(base, k)
-        kw[k] = build(default, v, f"{where}{k}.") if is_dataclass(default) else _check(hints[k], v, f"{where}{k}")
+        kw[k] = build(default, v, f"{where}{k}.") if is_dataclass(default) else check_value(hints[k], v, f"{where}{k}")
     try: return replace(base, **kw)
     except ValueError as e: raise ConfigError(f"{where.rstrip('.') or 'config'}: {e}") from None
 
@@ -138,16 +143,40 @@ def check_data(d: DataConfig, # a built data section
                               f"15min or ME ({why})") from None
 
 # %% ../nbs/07a_config.ipynb #12ca5d8c
+def data_source(d: DataConfig) -> Dataset:
+    "The dataset a data section names (a registered name first, else its files), read with its options."
+    return resolve_dataset(d.dataset, time_col=d.time_col, tz=d.tz, asset_col=d.asset_col)
+
+def load_bars(d: DataConfig, # a resolved data section (`build_config`)
+              asset: str,    # one of its assets
+             ) -> pd.DataFrame:
+    "One asset's validated bars as the data section says (its repairs, when given, instead of the dataset's)."
+    return load_dataset(data_source(d), asset, repairs=d.repairs)
+
+def resolve_data(d: DataConfig, base: Path | None) -> DataConfig:
+    "The data section with your files' path made absolute and its assets filled in and checked."
+    try: ds = resolve_dataset(d.dataset, base, time_col=d.time_col, tz=d.tz, asset_col=d.asset_col)
+    except (KeyError, ValueError, OSError) as e: raise ConfigError(f"data.dataset: {str(e).strip(chr(34))}") from None
+    try: check_repairs(d.repairs or {}, "data.repairs")
+    except ValueError as e: raise ConfigError(str(e)) from None
+    dataset = d.dataset
+    if d.dataset not in DATASETS and not Path(d.dataset).expanduser().is_absolute():
+        dataset = str((base or Path.cwd()) / Path(d.dataset).expanduser())                # your files, absolute
+    assets = d.assets if d.assets is not None else ds.assets if not ds.package else ds.assets[:1]
+    if missing := [a for a in assets if a not in ds.assets]:
+        near = {a: m[0] for a in missing if (m := difflib.get_close_matches(a, ds.assets, n=1))}
+        raise ConfigError(f"data.assets: {missing} not in dataset {ds.name!r}" + (f" (did you mean {near}?)" if near else "")
+                          + f"; assets: {ds.assets[:20]}{' ...' if len(ds.assets) > 20 else ''}")
+    return replace(d, dataset=dataset, assets=list(assets))
+
 def build_config(cls, source: str | Path | dict):
-    "Read a YAML path or dict into the config dataclass `cls`; check its dataset and assets exist."
+    "Read a YAML path or dict into the config dataclass `cls`; resolve and check its data (paths start from the file's folder)."
     raw = source if isinstance(source, dict) else read_yaml(source)
     cfg = build(cls(), raw)
     check_data(cfg.data)
-    ds = get_dataset(cfg.data.dataset)
-    if missing := [a for a in cfg.data.assets if a not in ds.assets]:
-        raise ConfigError(f"data.assets: {missing} not in dataset {ds.name!r} (assets: {ds.assets})")
-    return cfg
+    return replace(cfg, data=resolve_data(cfg.data, None if isinstance(source, dict) else Path(source).resolve().parent))
 
+# %% ../nbs/07a_config.ipynb #c29ef8d9
 def config_hash(cfg) -> str:
     "Stable short hash of a resolved config."
     return hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -160,3 +189,16 @@ def git_commit(cwd: str | Path = ".") -> str | None:
                                capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError): return None
+
+# %% ../nbs/07a_config.ipynb #fd97cdf6
+def check_parameters(declared: dict, # name -> default value, as a notebook's `parameters` cell assigns them
+                     given: dict,    # name -> value passed in (papermill's `-p NAME VALUE`)
+                     what: str = "parameter", # what the errors call a name
+                    ) -> dict:
+    "`given`, checked against `declared`: ConfigError names an unknown name (and the closest declared one) or a wrong type."
+    for name in given:
+        if name not in declared:
+            close = difflib.get_close_matches(name, list(declared), n=1)
+            raise ConfigError(f"unknown {what} {name!r}" + (f" (did you mean {close[0]!r}?)" if close else
+                                                            f"; known: {', '.join(sorted(declared))}"))
+    return {k: v if declared[k] is None else check_value(type(declared[k]), v, f"{what} {k}") for k, v in given.items()}

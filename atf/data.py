@@ -5,21 +5,31 @@
 # %% ../nbs/01_data.ipynb #a5a05556
 from __future__ import annotations
 
+import difflib
+import glob
 import hashlib
 import importlib.util
+import inspect
 import logging
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import yaml
 
 # %% auto #0
 __all__ = ['log', 'PRICE_COLUMNS', 'OHLCV_COLUMNS', 'DATASETS', 'DataValidationError', 'to_naive_utc', 'standardize_ohlcv',
            'is_close_only', 'ohlcv_problems', 'validate_ohlcv', 'RepairReport', 'repair_ohlcv', 'read_csv',
            'read_parquet', 'to_panel', 'panel_field', 'resample_ohlcv', 'Dataset', 'package_file', 'file_sha256',
-           'list_datasets', 'dataset_path', 'get_dataset', 'load_dataset', 'load_panel']
+           'list_datasets', 'dataset_path', 'get_dataset', 'load_dataset', 'load_panel', 'is_file_source',
+           'source_files', 'read_bars', 'check_repairs', 'files_dataset', 'register_dataset', 'datasets_file',
+           'register_datasets_file', 'resolve_dataset', 'data_record', 'dataset_from_record', 'infer_frequency',
+           'check_file']
 
 # %% ../nbs/01_data.ipynb #304a6468
 log = logging.getLogger(__name__)
@@ -29,6 +39,11 @@ OHLCV_COLUMNS = PRICE_COLUMNS + ("volume",)
 _RENAMES = {"adj close": "adj_close", "adj_close": "adj_close", "adjclose": "adj_close",
             "date": "time", "datetime": "time", "timestamp": "time", "time": "time"}
 
+def _canonical(column) -> str: 
+    "A column's name in the atf convention: lower case, `Date`/`Timestamp` -> time, `Adj Close` -> adj_close."
+    c = str(column).strip().lower()
+    return _RENAMES.get(c, c)
+
 # %% ../nbs/01_data.ipynb #3fde8019
 class DataValidationError(ValueError):
     "Raised when a frame breaks the OHLCV convention; `problems` lists each rule broken, with the rows."
@@ -37,21 +52,43 @@ class DataValidationError(ValueError):
         super().__init__(f"{name}: {len(problems)} problem(s)\n  - " + "\n  - ".join(problems))
 
 # %% ../nbs/01_data.ipynb #356faf90
-def to_naive_utc(index: pd.Index | pd.Series) -> pd.DatetimeIndex:
-    "Parse timestamps into a naive-UTC `DatetimeIndex` (aware inputs converted to UTC first; mixed offsets allowed)."
-    idx = pd.DatetimeIndex(pd.to_datetime(index, utc=True))
-    return idx.tz_localize(None)
+_EPOCH_UNITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"), (np.inf, "ns"))   # magnitudes of 1973..5138 in each unit
 
-def standardize_ohlcv(df: pd.DataFrame, time_col: str | None = None) -> pd.DataFrame:
+def _epoch_unit(v: np.ndarray) -> str:
+    "The unit of numeric epoch timestamps, by magnitude; one line when they are too small to be dates."
+    m = float(np.nanmedian(np.abs(v)))
+    if m < 1e8: raise ValueError(f"numeric timestamps around {m:.0f} are not epoch times (s, ms, us or ns after 1973)")
+    return next(u for bound, u in _EPOCH_UNITS if m < bound)
+
+def to_naive_utc(index: pd.Index | pd.Series, # timestamps: text, datetime64, epoch numbers, or time-zone aware
+                 tz: str | None = None,        # the zone of naive timestamps ("America/New_York"); None: already UTC
+                ) -> pd.DatetimeIndex:
+    "Parse timestamps into a naive-UTC `DatetimeIndex` (aware inputs converted to UTC first; mixed offsets allowed)."
+    if pd.api.types.is_numeric_dtype(getattr(index, "dtype", None)):
+        index = pd.to_datetime(np.asarray(index), unit=_epoch_unit(np.asarray(index, dtype=float)), utc=True)
+    if tz is None: return pd.DatetimeIndex(pd.to_datetime(index, utc=True)).tz_localize(None)
+    try: idx = pd.DatetimeIndex(pd.to_datetime(index))
+    except ValueError: idx = pd.DatetimeIndex(pd.to_datetime(index, utc=True))    # mixed offsets: aware already
+    if idx.tz is None:
+        try: idx = idx.tz_localize(tz)
+        except Exception as e: raise ValueError(f"timestamps in {tz}: {str(e).splitlines()[0]}") from None
+    return idx.tz_convert("UTC").tz_localize(None)
+
+def standardize_ohlcv(df: pd.DataFrame,             # bars with any column names (Open, Adj Close, Date, ...)
+                      time_col: str | None = None,  # the time column; None: time/date/datetime/timestamp, else the index
+                      tz: str | None = None,        # the zone of naive timestamps; None: UTC
+                     ) -> pd.DataFrame:
     "Lowercase/rename columns and index by naive-UTC time named `time` (no rows changed)."
-    out = df.rename(columns=lambda c: _RENAMES.get(str(c).strip().lower(), str(c).strip().lower()))
-    if time_col is not None: time_col = _RENAMES.get(time_col.lower(), time_col.lower())
+    out = df.rename(columns=_canonical)
+    if time_col is not None: time_col = _canonical(time_col)
     elif "time" in out.columns: time_col = "time"
     if time_col is not None:
         if time_col not in out.columns: raise KeyError(f"time column {time_col!r} not in {list(out.columns)}")
         out = out.set_index(time_col)
-    if not isinstance(out.index, pd.DatetimeIndex) or out.index.tz is not None:
-        out.index = to_naive_utc(out.index)
+    elif isinstance(out.index, pd.RangeIndex):
+        raise KeyError(f"no time column: none of time/date/datetime/timestamp in {list(out.columns)}; set time_col")
+    if not isinstance(out.index, pd.DatetimeIndex) or out.index.tz is not None or tz is not None:
+        out.index = to_naive_utc(out.index, tz)
     out.index.name = "time"
     return out
 
@@ -202,22 +239,22 @@ def repair_ohlcv(df: pd.DataFrame,                                  # bars in th
     return out, rep
 
 # %% ../nbs/01_data.ipynb #c11cc90b
-def _finish(df: pd.DataFrame, name: str, time_col: str | None, repairs: Mapping | None) -> pd.DataFrame:
+def _finish(df: pd.DataFrame, name: str, time_col: str | None, repairs: Mapping | None, tz: str | None = None) -> pd.DataFrame:
     "Standardise, apply requested repairs (logged, kept in `attrs['repairs']`), validate."
-    out = standardize_ohlcv(df, time_col)
+    out = standardize_ohlcv(df, time_col, tz)
     if repairs:
         out, rep = repair_ohlcv(out, **repairs)
         if rep: log.info("%s: %s", name, rep)
         out.attrs["repairs"] = rep.actions
     return validate_ohlcv(out, name)
 
-def read_csv(path: str | Path, time_col: str | None = None, repairs: Mapping | None = None, **kw) -> pd.DataFrame:
-    "Load an OHLCV CSV into the atf convention (validated; `repairs` passed to `repair_ohlcv`)."
-    return _finish(pd.read_csv(path, **kw), str(path), time_col, repairs)
+def read_csv(path: str | Path, time_col: str | None = None, repairs: Mapping | None = None, tz: str | None = None, **kw) -> pd.DataFrame:
+    "Load an OHLCV CSV into the atf convention (validated; `repairs` passed to `repair_ohlcv`; naive times read in `tz`)."
+    return _finish(pd.read_csv(path, **kw), str(path), time_col, repairs, tz)
 
-def read_parquet(path: str | Path, time_col: str | None = None, repairs: Mapping | None = None) -> pd.DataFrame:
-    "Load an OHLCV Parquet file into the atf convention (validated; `repairs` passed to `repair_ohlcv`)."
-    return _finish(pd.read_parquet(path), str(path), time_col, repairs)
+def read_parquet(path: str | Path, time_col: str | None = None, repairs: Mapping | None = None, tz: str | None = None) -> pd.DataFrame:
+    "Load an OHLCV Parquet file into the atf convention (validated; `repairs` passed to `repair_ohlcv`; naive times read in `tz`)."
+    return _finish(pd.read_parquet(path), str(path), time_col, repairs, tz)
 
 # %% ../nbs/01_data.ipynb #cef73129
 def to_panel(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -245,18 +282,21 @@ def resample_ohlcv(df: pd.DataFrame, rule: str, drop_partial: bool = True) -> pd
 # %% ../nbs/01_data.ipynb #0fb60cb8
 @dataclass(frozen=True)
 class Dataset:
-    "A real dataset read from a file inside a pinned package."
+    "A dataset: files inside a pinned package (the built-in ones), or your own files (`package` empty)."
     name: str
     description: str
-    package: str
+    package: str                      # the package holding the files; "" for your own files (absolute paths)
     requirement: str
-    files: Mapping[str, str]          # asset -> path inside the package
+    files: Mapping[str, str]          # asset -> path inside the package, or absolute path of your file
     frequency: str
     source: str
     licence: str
     reader: Callable[[Path, str], pd.DataFrame]
     repairs: Mapping = field(default_factory=dict)
     span: str = ""                    # first..last date of the longest asset (checked in tests/test_data.py)
+    time_col: str | None = None       # your files: the time column (None: time/date/datetime/timestamp or the index)
+    tz: str | None = None             # your files: the zone of naive timestamps (None: UTC)
+    asset_col: str | None = None      # your files: the asset column of a long-format file
 
     @property
     def assets(self) -> list[str]: return list(self.files)
@@ -332,37 +372,249 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
 
 # %% ../nbs/01_data.ipynb #142a9754
 def list_datasets() -> pd.DataFrame:
-    "The registry: assets, frequency, span, source, licence, package and repairs of every real dataset."
+    "The registry: assets, frequency, span, source, licence, package and repairs of every dataset (yours included)."
+    _project_datasets()
     return pd.DataFrame([dict(name=d.name, assets=", ".join(d.assets), frequency=d.frequency, span=d.span,
                               description=d.description, source=d.source, licence=d.licence,
                               package=d.requirement, repairs=", ".join(f"{k}={v}" for k, v in d.repairs.items()))
                          for d in DATASETS.values()]).set_index("name")
 
-def dataset_path(name: str, asset: str | None = None) -> Path:
+def dataset_path(name: str | Dataset, asset: str | None = None) -> Path:
     "The file behind a dataset (and asset), for fingerprints."
-    d = get_dataset(name)
-    return package_file(d.package, d.files[asset or d.assets[0]], d.requirement)
+    d = name if isinstance(name, Dataset) else get_dataset(name)
+    rel = d.files[asset or d.assets[0]]
+    return package_file(d.package, rel, d.requirement) if d.package else Path(rel)
 
 def get_dataset(name: str) -> Dataset:
-    "Registry entry by name, with the valid names in the error."
-    if name not in DATASETS: raise KeyError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
+    "Registry entry by name (built-in, registered, or in the project's datasets.yaml), with the valid names in the error."
+    if name not in DATASETS: _project_datasets()
+    if name not in DATASETS:
+        near = difflib.get_close_matches(name, DATASETS, n=1)
+        raise KeyError(f"unknown dataset {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                       + f"; available: {sorted(DATASETS)}")
     return DATASETS[name]
 
 # %% ../nbs/01_data.ipynb #48e73331
-def load_dataset(name: str,                # a dataset of the registry (`list_datasets()`)
-                 asset: str | None = None,  # one of its assets; None: the first
-                 repair: bool = True,       # apply the repairs the registry lists for it (reported in `attrs`)
+def load_dataset(name: str | Dataset,          # a dataset of the registry (`list_datasets()`), or a `Dataset`
+                 asset: str | None = None,     # one of its assets; None: the first
+                 repair: bool = True,          # apply the repairs the dataset lists (reported in `attrs`)
+                 repairs: Mapping | None = None, # these repairs instead of the dataset's own
                 ) -> pd.DataFrame:
-    "Load one asset of a real dataset as a validated OHLCV (or close-only) frame; `asset=None` takes the first."
-    d = get_dataset(name)
+    "Load one asset of a dataset as a validated OHLCV (or close-only) frame; `asset=None` takes the first."
+    d = name if isinstance(name, Dataset) else get_dataset(name)
     asset = asset or d.assets[0]
-    if asset not in d.files: raise KeyError(f"dataset {name!r} has no asset {asset!r}; assets: {d.assets}")
-    df = d.reader(dataset_path(name, asset), asset)
-    out = _finish(df, f"{name}/{asset}", None, d.repairs if repair else None)
-    out.attrs.update(dataset=name, asset=asset, frequency=d.frequency)
+    if asset not in d.files: raise KeyError(f"dataset {d.name!r} has no asset {asset!r}; assets: {d.assets}")
+    df = d.reader(dataset_path(d, asset), asset)
+    out = _finish(df, f"{d.name}/{asset}", d.time_col, (d.repairs if repairs is None else repairs) if repair else None, d.tz)
+    out.attrs.update(dataset=d.name, asset=asset, frequency=d.frequency)
     return out
 
-def load_panel(name: str, assets: Iterable[str] | None = None) -> pd.DataFrame:
+def load_panel(name: str | Dataset, assets: Iterable[str] | None = None) -> pd.DataFrame:
     "Several assets of a dataset as a panel with `(asset, field)` columns."
-    d = get_dataset(name)
-    return to_panel({a: load_dataset(name, a) for a in (assets or d.assets)})
+    d = name if isinstance(name, Dataset) else get_dataset(name)
+    return to_panel({a: load_dataset(d, a) for a in (assets or d.assets)})
+
+# %% ../nbs/01_data.ipynb #998a1d6b
+_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+def _file_kind(path: Path) -> str | None:
+    "'csv' or 'parquet' by the file's suffix; None for any other file."
+    return next((k for s, k in _SUFFIXES.items() if path.name.lower().endswith(s)), None)
+
+def _stem(path: Path) -> str:
+    "The asset a file holds: its name without the data suffix (AAPL.csv.gz -> AAPL)."
+    return next(path.name[: -len(s)] for s in sorted(_SUFFIXES, key=len, reverse=True) if path.name.lower().endswith(s))
+
+def is_file_source(source: str, base: str | Path | None = None) -> bool:
+    "True when `source` reads as files (a path, a glob, a data suffix, an existing path) rather than a dataset's name."
+    return (any(ch in source for ch in "*?[/\\") or _file_kind(Path(source)) is not None
+            or Path(base or ".", source).exists())
+
+def source_files(source: str | Path,               # a file, a glob ("prices/*.csv") or a directory
+                 base: str | Path | None = None,   # the folder a relative source starts from; None: the current one
+                ) -> list[Path]:
+    "The data files a source names (absolute, sorted); one line naming the source when there are none."
+    s = str(source); p = Path(s).expanduser()
+    if not p.is_absolute() and base is not None: p = Path(base) / p
+    if any(ch in s for ch in "*?["): paths = sorted(Path(x) for x in glob.glob(str(p)))
+    elif p.is_dir(): paths = sorted(x for x in p.iterdir() if x.is_file() and _file_kind(x))
+    elif p.is_file(): paths = [p]
+    else: raise FileNotFoundError(f"{s}: no such file or directory ({p})")
+    if not paths: raise FileNotFoundError(f"{s}: no CSV or Parquet file found ({p})")
+    if other := [x.name for x in paths if not _file_kind(x)]:
+        raise ValueError(f"{s}: not CSV (.csv, .csv.gz) or Parquet (.parquet, .pq): {other[:5]}")
+    return [x.resolve() for x in paths]
+
+# %% ../nbs/01_data.ipynb #f2444945
+_WANTED = {*OHLCV_COLUMNS, "adj_close", "time"}
+
+def _header(path: Path) -> list[str]:
+    "A file's column names, without reading its rows."
+    return pq.read_schema(path).names if _file_kind(path) == "parquet" else list(pd.read_csv(path, nrows=0).columns)
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    return pd.read_parquet(path, columns=columns) if _file_kind(path) == "parquet" else pd.read_csv(path, usecols=columns)
+
+def read_bars(path: str | Path,               # a CSV or Parquet file
+              asset: str | None = None,       # the asset whose rows to keep (long format)
+              *,
+              time_col: str | None = None,    # the time column; None: time/date/datetime/timestamp or the index
+              asset_col: str | None = None,   # long format: the column naming each row's asset
+             ) -> pd.DataFrame:
+    "One asset's raw rows with only the columns atf uses (standardised and validated later by `load_dataset`)."
+    path, names = Path(path), _header(Path(path))
+    for key, col in (("time_col", time_col), ("asset_col", asset_col)):
+        if col is not None and col not in names: raise KeyError(f"{path.name}: {key} {col!r} is not a column; columns: {names}")
+    keep = _WANTED | {_canonical(time_col)} if time_col else _WANTED
+    df = _read(path, [c for c in names if _canonical(c) in keep or c == asset_col])
+    if asset_col is None: return df
+    return df[df[asset_col].astype(str) == str(asset)].drop(columns=asset_col)
+
+def _asset_values(path: Path, asset_col: str) -> list[str]:
+    "The assets of a long-format file: the distinct values of its asset column, as text."
+    if asset_col not in (names := _header(path)): raise KeyError(f"{path.name}: asset_col {asset_col!r} is not a column; columns: {names}")
+    return sorted(_read(path, [asset_col])[asset_col].astype(str).unique())
+
+# %% ../nbs/01_data.ipynb #4aad10f7
+def check_repairs(repairs: Mapping, where: str) -> None:
+    "Repairs name `repair_ohlcv`'s arguments; one line with the nearest name otherwise."
+    known = [p for p in inspect.signature(repair_ohlcv).parameters if p != "df"]
+    for k in repairs:
+        if k not in known:
+            near = difflib.get_close_matches(k, known, n=1)
+            raise ValueError(f"{where}.{k}: not a repair" + (f" (did you mean {near[0]}?)" if near else "") + f"; repairs: {known}")
+
+def files_dataset(source: str | Path,             # a file, a glob ("prices/*.csv") or a directory of CSV/Parquet files
+                  name: str | None = None,        # the dataset's name; None: the source as given
+                  *,
+                  time_col: str | None = None,    # the time column; None: time/date/datetime/timestamp or the index
+                  tz: str | None = None,          # the zone of naive timestamps ("America/New_York"); None: UTC
+                  asset_col: str | None = None,   # long format: the column naming each row's asset (one file)
+                  repairs: Mapping | None = None, # opt-in repairs (`repair_ohlcv`'s arguments), reported when made
+                  description: str = "",          # shown by `atf datasets`
+                  base: str | Path | None = None, # the folder a relative source starts from; None: the current one
+                 ) -> Dataset:
+    "A `Dataset` of your own files: one asset per file (named by its stem), or one long-format file."
+    paths = source_files(source, base)
+    if asset_col is not None:
+        if len(paths) != 1: raise ValueError(f"{source}: asset_col reads one long-format file; the source names {len(paths)}")
+        files = {a: str(paths[0]) for a in _asset_values(paths[0], asset_col)}
+    elif len(files := {_stem(p): str(p) for p in paths}) < len(paths):
+        raise ValueError(f"{source}: two files hold the same asset name: {[p.name for p in paths]}")
+    check_repairs(repairs or {}, f"{name or source}: repairs")
+    return Dataset(str(name or source), description or f"your files: {source}", "", "", files, "", "your files", "",
+                   partial(read_bars, time_col=time_col, asset_col=asset_col), dict(repairs or {}),
+                   time_col=time_col, tz=tz, asset_col=asset_col)
+
+# %% ../nbs/01_data.ipynb #181043bc
+_BUILTIN = frozenset(DATASETS)
+_DATASET_KEYS = ("path", "time_col", "tz", "asset_col", "repairs", "description")
+_project_file: dict = {}
+
+def register_dataset(name: str,      # the name configs and commands will use
+                     source,         # a file, glob or directory (`files_dataset`), or a `Dataset`
+                     **options,      # files_dataset's options: time_col, tz, asset_col, repairs, description, base
+                    ) -> Dataset:
+    "Give your files a dataset name for this process (a `datasets.yaml` does it for every process)."
+    if name in _BUILTIN: raise ValueError(f"dataset {name!r} is built in; choose another name")
+    DATASETS[name] = replace(source, name=name) if isinstance(source, Dataset) else files_dataset(source, name, **options)
+    return DATASETS[name]
+
+def datasets_file(start: str | Path | None = None) -> Path | None:
+    "The project's datasets file: $ATF_DATASETS, else the nearest datasets.yaml from `start` (the cwd) upwards."
+    if env := os.environ.get("ATF_DATASETS"):
+        if not Path(env).is_file(): raise FileNotFoundError(f"ATF_DATASETS={env}: no such file")
+        return Path(env).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    return next((d / "datasets.yaml" for d in (here, *here.parents) if (d / "datasets.yaml").is_file()), None)
+
+# %% ../nbs/01_data.ipynb #96eea1df
+def _entry(path: Path, name, entry) -> Dataset:
+    if not isinstance(entry, dict) or "path" not in entry: raise ValueError(f"{path}: {name}: expected a mapping with a 'path'")
+    if bad := [k for k in entry if k not in _DATASET_KEYS]:
+        raise ValueError(f"{path}: {name}.{bad[0]}: unknown key; allowed: {list(_DATASET_KEYS)}")
+    try: return register_dataset(str(name), entry["path"], base=path.parent, **{k: v for k, v in entry.items() if k != "path"})
+    except (OSError, KeyError, ValueError) as e: raise ValueError(f"{path}: {name}: {str(e).strip(chr(34))}") from None
+
+def register_datasets_file(path: str | Path, # a datasets.yaml: name -> {path, time_col, tz, asset_col, repairs, description}
+                          ) -> list[str]:
+    "Register every dataset a datasets file lists (paths relative to its folder); return their names."
+    path = Path(path)
+    try: raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e: raise ValueError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict): raise ValueError(f"{path}: expected a mapping name -> {{path: ..., ...}}")
+    return [_entry(path, name, entry).name for name, entry in raw.items()]
+
+def _project_datasets() -> None:
+    "Register the project's datasets file, again whenever it changes (`get_dataset`, `list_datasets`)."
+    if (path := datasets_file()) is None: return
+    stamp = (str(path), path.stat().st_mtime_ns)
+    if _project_file.get("stamp") != stamp: register_datasets_file(path); _project_file["stamp"] = stamp
+
+# %% ../nbs/01_data.ipynb #611055d5
+def resolve_dataset(source: str,                     # a dataset's name, or your files (a path, glob or directory)
+                    base: str | Path | None = None,  # the folder a relative path starts from; None: the current one
+                    **options,                       # files_dataset's reading options (files only)
+                   ) -> Dataset:
+    "The dataset `data.dataset` names: a registered name first, else your files."
+    try: d = get_dataset(source)
+    except KeyError as e:
+        if not is_file_source(source, base): raise KeyError(f"{e.args[0]}; or give a CSV/Parquet file, glob or directory") from None
+        return files_dataset(source, base=base, **options)
+    if given := [k for k, v in options.items() if v is not None]:
+        raise ValueError(f"{given} apply to files; {source!r} is a dataset that sets its own")
+    return d
+
+def data_record(d: Dataset, assets: Iterable[str], repairs: Mapping | None = None) -> dict:
+    "What a run records of its data: the dataset, how it was read, and each asset's file path, size and sha256."
+    files, sha = {}, {}
+    for a in assets:
+        p = dataset_path(d, a)
+        files[a] = {"path": str(p), "size": p.stat().st_size, "sha256": sha.setdefault(p, sha.get(p) or file_sha256(p))}
+    return {"dataset": d.name, "kind": "package" if d.package else "files", "time_col": d.time_col, "tz": d.tz,
+            "asset_col": d.asset_col, "repairs": dict(d.repairs if repairs is None else repairs), "files": files}
+
+def dataset_from_record(rec: Mapping) -> Dataset:
+    "The dataset a run recorded: the built-in one, or your files rebuilt from the record alone."
+    if rec["kind"] == "package": return get_dataset(rec["dataset"])
+    return Dataset(rec["dataset"], "recorded by a run", "", "", {a: f["path"] for a, f in rec["files"].items()}, "",
+                   "your files", "", partial(read_bars, time_col=rec["time_col"], asset_col=rec["asset_col"]),
+                   rec.get("repairs") or {}, time_col=rec["time_col"], tz=rec["tz"], asset_col=rec["asset_col"])
+
+# %% ../nbs/01_data.ipynb #aa929257
+def infer_frequency(index: pd.DatetimeIndex) -> str:
+    "The most common spacing of sorted, distinct timestamps as a pandas rule ('1D', '7D', '15min', 'h'); '' under two bars."
+    steps = pd.Series(index.unique().sort_values()).diff().dropna()
+    if steps.empty: return ""
+    step = steps.mode().iloc[0]
+    return f"{step.days}D" if step % pd.Timedelta("1D") == pd.Timedelta(0) else pd.tseries.frequencies.to_offset(step).freqstr
+
+def _needed_repairs(raw: pd.DataFrame, freq: str) -> dict:
+    "The repairs (`repair_ohlcv` arguments) that change something in `raw`, applied in `repair_ohlcv`'s order."
+    intraday = bool(freq) and pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) < pd.Timedelta("1D")
+    steps = [("sort", True, _sort_rows), *([("drop_off_grid", freq, partial(_drop_off_grid, freq=freq))] if intraday else []),
+             ("duplicates", "keep_last", partial(_drop_duplicates, duplicates="keep_last")),
+             ("drop_trailing_partial", True, _drop_trailing_partial)]
+    needed, out = {}, raw
+    for key, value, fix in steps:
+        out = fix(out, rep := RepairReport())
+        if rep: needed[key] = value if key != "duplicates" or "conflicting" in str(rep) else "drop_exact"
+    return needed
+
+def _check_asset(d: Dataset, asset: str) -> dict:
+    raw = standardize_ohlcv(d.reader(dataset_path(d, asset), asset), d.time_col, d.tz)
+    freq = infer_frequency(raw.index)
+    steps = pd.Series(raw.index.unique().sort_values()).diff()
+    gaps = steps[steps > pd.Timedelta(pd.tseries.frequencies.to_offset(freq or "D"))]
+    needed = _needed_repairs(raw, freq)
+    fixed, rep = repair_ohlcv(raw, **needed) if needed else (raw, RepairReport())
+    return {"bars": len(raw), "first": raw.index.min(), "last": raw.index.max(), "frequency": freq,
+            "gaps": len(gaps), "largest_gap": gaps.max() if len(gaps) else pd.Timedelta(0), "problems": ohlcv_problems(raw),
+            "repairs": needed, "repaired": rep.actions, "problems_after_repairs": ohlcv_problems(fixed)}
+
+def check_file(source: str | Path, # a file, glob or directory
+               **options,          # files_dataset's reading options: time_col, tz, asset_col
+              ) -> pd.DataFrame:
+    "What a file holds, per asset: bars, span, frequency, gaps, problems, and the repairs that would fix them."
+    d = files_dataset(source, **options)
+    return pd.DataFrame({a: _check_asset(d, a) for a in d.assets}).T.rename_axis("asset")

@@ -18,21 +18,22 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-import plotly.graph_objects as go
 import torch
 import yaml
-from optuna.visualization import plot_optimization_history, plot_param_importances
+from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from tqdm.auto import tqdm
 
 import atf
 from .backtest import REBALANCE
-from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, git_commit
-from .data import dataset_path, file_sha256, load_dataset, resample_ohlcv
+from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, data_source, git_commit, load_bars
+from .data import data_record, resample_ohlcv
 from .features import FeatureSpec, direction_labels, make_features
 from .learners import FoldData, LogisticLearner, learner_class
 from .memory import commit_summary, record_run
-from .metrics import infer_periods_per_year, summary
-from .reports import save_png_charts, write_report
+from .metrics import call_summary, infer_periods_per_year, summary
+from .reports import (bar_label, best_params_table, chart_title, history_figure, importance_figure, param_stability,
+                         regime_figure, regime_labels, regime_table, save_png_charts, write_quantstats, write_report,
+                         write_runs_index)
 from .trainers.supervised import TrainParams
 from .tuning import create_storage, default_storage, tune
 from .validation import Fold, fold_returns, stitch_account
@@ -41,9 +42,9 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'EXECUTORS', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig',
-           'ExecutionConfig', 'ExperimentConfig', 'load_experiment', 'regime_labels', 'fold_objective', 'prepare',
-           'periods_for', 'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'SerialExecutor', 'ProcessExecutor',
-           'make_executor', 'fold_tasks', 'run_asset', 'report_key', 'run_experiment']
+           'ExecutionConfig', 'ExperimentConfig', 'load_experiment', 'fold_objective', 'prepare', 'periods_for',
+           'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'SerialExecutor', 'ProcessExecutor', 'make_executor',
+           'fold_tasks', 'run_asset', 'report_key', 'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -146,16 +147,6 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
         raise ConfigError("data.periods_per_year: one number for several timeframes; give a mapping timeframe -> number")
     return cfg
 
-# %% ../nbs/15_experiments.ipynb #8ccc3cb0
-def regime_labels(close: pd.Series, trend_window: int = 100, vol_window: int = 60) -> pd.Series:
-    "Trend (close vs trailing SMA) x volatility (trailing vol vs its expanding median), all causal; 'warmup' before."
-    r = np.log(close).diff()
-    trend = np.where(close > close.rolling(trend_window).mean(), "up", "down")
-    vol = r.rolling(vol_window).std()
-    high = np.where(vol > vol.expanding().median(), "high_vol", "low_vol")
-    lab = pd.Series([f"{t}/{v}" for t, v in zip(trend, high)], index=close.index, name="regime")
-    return lab.where(vol.notna() & close.rolling(trend_window).mean().notna(), "warmup")
-
 # %% ../nbs/15_experiments.ipynb #c802bf4b
 def fold_objective(data: FoldData, train_idx, val_idx, cfg: ExperimentConfig):
     "An atf.tuning objective that sees only these training and validation bars: the config's learner, validated."
@@ -165,7 +156,7 @@ def fold_objective(data: FoldData, train_idx, val_idx, cfg: ExperimentConfig):
 # %% ../nbs/15_experiments.ipynb #f8153063
 def prepare(cfg: ExperimentConfig, asset: str, timeframe: str) -> pd.DataFrame:
     "Load an asset, cut the date range, resample to the timeframe ('native' keeps the bars)."
-    full = load_dataset(cfg.data.dataset, asset)
+    full = load_bars(cfg.data, asset)
     df = full.loc[cfg.data.start:cfg.data.end]
     if df.empty:
         raise ConfigError(f"data.start/data.end: {cfg.data.start}..{cfg.data.end} holds no bars of {asset}; "
@@ -281,47 +272,66 @@ def run_asset(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path, prog
         test_return=fold_returns(res.net_returns, pos), buy_and_hold_return=fold_returns(bh.net_returns, pos),
         logistic_return=fold_returns(lres.net_returns, base))
     return {"folds": folds, "oos": res.net_returns, "positions": res.positions.iloc[:, 0], "benchmark": bh.net_returns,
-            "logistic": lres.net_returns, "periods_per_year": P, "studies": [r.study for r in results],
-            "model": results[-1].model_path, "close": df["close"]}
+            "logistic": lres.net_returns, "logistic_positions": lres.positions.iloc[:, 0], "periods_per_year": P,
+            "studies": [r.study for r in results], "model": results[-1].model_path, "close": df["close"]}
 
 # %% ../nbs/15_experiments.ipynb #cddab9d0
-def _regime_table(oos: pd.Series, regimes: pd.Series, P: float) -> pd.DataFrame:
-    g = regimes.reindex(oos.index)
-    rows = {k: summary(oos[g == k], periods_per_year=P)[["n_bars", "total_return", "sharpe", "max_drawdown", "hit_rate"]]
-            for k in sorted(g.unique()) if (g == k).sum() > 2}
-    return pd.DataFrame(rows).T
+def _fold_studies(studies: list[tuple[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Every trial of each fold's study (fold, number, value, state) and each fold's fANOVA importances (seed 0)."
+    trials, importance = [], {}
+    for k, (name, storage) in enumerate(studies):                  # studies come in fold order
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials.append(study.trials_dataframe(attrs=("number", "value", "state")).assign(fold=k))
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(done) >= 2 and len(study.best_params) > 1:
+            try: importance[k] = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+            except (RuntimeError, ValueError) as e: log.info("%s: no parameter importance: %s", name, e)
+    return pd.concat(trials, ignore_index=True), pd.DataFrame.from_dict(importance, orient="index").rename_axis(index="fold")
 
-def _optuna_figures(study_name: str, storage: str) -> list:
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    figs = [plot_optimization_history(study).update_layout(title=f"Optuna history ({study_name})", height=320)]
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) >= 3 and len(study.best_params) > 1:
-        try: figs.append(plot_param_importances(study).update_layout(title="Parameter importance", height=320))
-        except (RuntimeError, ValueError) as e: log.info("no parameter importance: %s", e)
-    return figs
+_PAGE_ROWS = ["total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown", "calmar", "hit_rate",
+              "turnover", "exposure", "bar_var", "bar_cvar", "calls_n", "calls_coverage", "calls_accuracy",
+              "calls_precision_up", "calls_recall_up", "calls_f1_up", "calls_precision_down", "calls_recall_down",
+              "calls_f1_down", "calls_f1_macro"]
+
+def _confusion(table: pd.DataFrame) -> pd.DataFrame:
+    "The confusion counts of each series' calls: rows (series, truth), columns the call."
+    return pd.DataFrame({(s, t): {c: table.loc[f"confusion_{t}_{c}", s] for c in ("up", "down", "none")}
+                         for s in table.columns for t in ("up", "down")}).T.astype(int).rename_axis(index=["series", "truth"])
+
+def _window(cfg: ExperimentConfig, best: pd.DataFrame) -> str:
+    "The model's window for a title: the config's, or the values the folds chose when it was tuned."
+    if "window" not in best: return str(cfg.model.window)
+    w = sorted(set(best["window"].dropna().astype(int)))
+    return f"{w[0]}" if len(w) == 1 else f"{'/'.join(map(str, w))} (tuned per fold)"
 
 # %% ../nbs/15_experiments.ipynb #dae2ddeb
-def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Metrics table, regime table, out-of-sample CSV, plots and HTML report of one asset x timeframe."
-    P = r["periods_per_year"]
-    table = pd.DataFrame({"model": summary(r["oos"], r["positions"], periods_per_year=P),
-                          "logistic": summary(r["logistic"], periods_per_year=P),
-                          "buy_and_hold": summary(r["benchmark"], periods_per_year=P)})
-    reg = _regime_table(r["oos"], regime_labels(r["close"], cfg.regimes.trend_window, cfg.regimes.vol_window), P)
-    pd.DataFrame({"model": r["oos"], "position": r["positions"], "logistic": r["logistic"].reindex(r["oos"].index),
+def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) -> tuple[pd.DataFrame, ...]:
+    "Metrics (with the calls), regimes and parameter stability of one asset x timeframe; its CSV, PNGs and pages."
+    P, close, name, idx = r["periods_per_year"], r["close"], cfg.model.name, r["oos"].index
+    pos = {"model": r["positions"], "logistic": r["logistic_positions"], "buy_and_hold": pd.Series(1.0, idx)}
+    rets = {"model": r["oos"], "logistic": r["logistic"], "buy_and_hold": r["benchmark"]}
+    table = pd.DataFrame({k: pd.concat([summary(rets[k], pos[k], periods_per_year=P),
+                                        call_summary(pos[k], close, cfg.trading.long_only)]) for k in rets})
+    reg = regime_table(r["oos"], regime_labels(close, cfg.regimes.trend_window, cfg.regimes.vol_window), P)
+    best, (trials, imp) = best_params_table(r["folds"]["best_params"]), _fold_studies(r["studies"])
+    stab = param_stability(best)
+    pd.DataFrame({"model": r["oos"], "position": r["positions"], "logistic": r["logistic"].reindex(idx),
+                  "logistic_position": r["logistic_positions"].reindex(idx),
                   "buy_and_hold": r["benchmark"]}).to_csv(out / f"oos_{key}.csv")
-    save_png_charts(out / "plots", r["oos"], r["benchmark"], prefix=f"{key}_", periods_per_year=P)
-    heat = go.Figure(go.Heatmap(z=[reg["sharpe"].to_numpy()], x=list(reg.index), y=[key], colorscale="RdBu", zmid=0))
-    write_report(out / f"report_{key}.html", f"{cfg.name}: {key} ({cfg.model.name})", r["oos"], r["benchmark"],
-                 metrics=table.loc[["total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "hit_rate",
-                                    "bar_var", "bar_cvar"]],
-                 folds=r["folds"], meta={**meta, "model": cfg.model.name, "metric": cfg.tuning.metric,
-                                         "trials_per_fold": cfg.tuning.n_trials, "periods_per_year": P,
-                                         "rebalance": cfg.trading.rebalance},
-                 periods_per_year=P, extra_figures=[heat.update_layout(title="Out-of-sample Sharpe by regime", height=250),
-                                                    *_optuna_figures(*r["studies"][-1])],
-                 extra_tables={"By market regime": reg})
-    return table, reg
+    title = chart_title(meta["asset"], bar_label(close.index, meta["timeframe"]), name, _window(cfg, best))
+    series = {name: r["oos"], "logistic": r["logistic"], "buy and hold": r["benchmark"]}
+    save_png_charts(out / "plots", series, title, prefix=f"{key}_", periods_per_year=P)
+    figs = [regime_figure(reg, key), history_figure(trials, learner_class(name).direction(cfg), cfg.tuning.metric),
+            *([importance_figure(imp)] if len(imp) else [])]
+    write_report(out / f"report_{key}.html", f"{cfg.name}: {title}", r["oos"], r["benchmark"], metrics=table.loc[_PAGE_ROWS],
+                 folds=r["folds"], meta={**meta, "model": name, "metric": cfg.tuning.metric, "trials_per_fold": cfg.tuning.n_trials,
+                                         "periods_per_year": P, "rebalance": cfg.trading.rebalance, "long_only": cfg.trading.long_only},
+                 periods_per_year=P, name=name, others={"logistic": r["logistic"]}, extra_figures=figs,
+                 extra_tables={"Out-of-sample calls: confusion counts (rows: truth, columns: call)": _confusion(table),
+                               "By market regime": reg, "Best parameters by fold": best,
+                               "Parameter stability across folds": stab, "Parameter importance by fold": imp if len(imp) else None})
+    write_quantstats(out / f"tearsheet_{key}.html", r["oos"], r["benchmark"], f"{cfg.name}: {title}", P)
+    return table, reg, stab
 
 # %% ../nbs/15_experiments.ipynb #383715d4
 def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: bool = True, git_commit_summary: bool = False) -> Path:
@@ -334,10 +344,11 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
         raise FileExistsError(f"{out} already holds a run: choose another run_id")
     out.mkdir(parents=True, exist_ok=True)        # may exist already, holding the papermill notebook of this run
     (out / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(asdict(cfg), default=str)), sort_keys=False))
+    data = data_record(data_source(cfg.data), cfg.data.assets, cfg.data.repairs)       # path, size, sha256 of each file
     meta = {"run_id": run_id, "atf_version": atf.__version__, "git_commit": git_commit(), "config_hash": config_hash(cfg),
-            "data_sha256": {a: file_sha256(dataset_path(cfg.data.dataset, a)) for a in cfg.data.assets}}
+            "data_sha256": {a: f["sha256"] for a, f in data["files"].items()}}
     t0 = time.perf_counter()
-    metrics, folds, regimes, periods, executor = {}, [], [], {}, make_executor(cfg)
+    metrics, folds, regimes, stability, periods, executor = {}, [], [], [], {}, make_executor(cfg)
     for asset in cfg.data.assets:
         for tf in cfg.data.timeframes:
             key = f"{asset}_{tf}"
@@ -345,17 +356,24 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
             log.info("%s: %d bars %s..%s", key, len(df), df.index[0], df.index[-1])
             r = run_asset(cfg, asset, tf, out, progress, executor)
             periods[key] = r["periods_per_year"]
-            metrics[key], reg = report_key(cfg, out, key, r, {**meta, "asset": asset, "timeframe": tf})
+            metrics[key], reg, stab = report_key(cfg, out, key, r, {**meta, "asset": asset, "timeframe": tf})
             folds.append(r["folds"].assign(asset=asset, timeframe=tf))
             regimes.append(reg.assign(asset=asset, timeframe=tf))
+            stability.append(stab.assign(asset=asset, timeframe=tf))
     pd.concat(metrics, axis=1).to_csv(out / "metrics.csv")
     pd.concat(folds).to_csv(out / "folds.csv")
     pd.concat(regimes).to_csv(out / "regimes.csv")
+    pd.concat(stability).to_csv(out / "param_stability.csv")
     headline = {k: {c: round(float(t.loc["sharpe", c]), 4) for c in t.columns} for k, t in metrics.items()}
-    summary_json = {**meta, "seconds": round(time.perf_counter() - t0, 1), "oos_sharpe": headline,
+    calls = {k: {c: {n: float(t.loc[n, c]) for n in t.index if n.startswith(("calls_", "confusion_"))} for c in t.columns}
+             for k, t in metrics.items()}
+    created = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).isoformat()
+    summary_json = {**meta, "name": cfg.name, "kind": "experiment", "created": created, "assets": cfg.data.assets,
+                    "seconds": round(time.perf_counter() - t0, 1), "oos_sharpe": headline, "oos_calls": calls,
                     "model": cfg.model.name, "metric": cfg.tuning.metric, "periods_per_year": periods,
-                    "rebalance": cfg.trading.rebalance}
+                    "rebalance": cfg.trading.rebalance, "data": data}
     (out / "run.json").write_text(json.dumps(summary_json, indent=2, default=str))
+    write_runs_index(cfg.output_dir)
     if cfg.memory_bank:
         fold_params = {f"{r.asset}_{r.timeframe}/fold{k}": r.best_params for k, r in pd.concat(folds).iterrows()}
         md = record_run(run_id, "experiment", {"config": str(out / "config.yaml"), "report_dir": str(out),

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .experiments import fold_inputs, load_experiment
-from .data import dataset_path, file_sha256
+from .data import dataset_from_record, dataset_path, file_sha256, is_file_source, register_dataset
 from .features import FeatureSpec, make_features, resolve_spec
 from .learners import ServingGraph, learner_class
 from .manifest import BAR_FIELDS, FeatureInfo, Manifest
@@ -212,8 +212,10 @@ def export_run(run_dir: str | Path, # a finished experiment run (config.yaml, fo
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists() or not (run_dir / "folds.csv").exists():
         raise ExportError(f"{run_dir} is not a finished experiment run (config.yaml and folds.csv are missing)")
-    cfg = load_experiment(run_dir / "config.yaml")
     run_meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    if (rec := run_meta.get("data")) and rec["kind"] == "files" and not is_file_source(rec["dataset"]):
+        register_dataset(rec["dataset"], dataset_from_record(rec))   # the run's own files: no registry, no datasets.yaml
+    cfg = load_experiment(run_dir / "config.yaml")
     metrics = pd.read_csv(run_dir / "metrics.csv", index_col=0, header=[0, 1]) if (run_dir / "metrics.csv").exists() else None
     keys = keys or run_keys(run_dir)
     if not keys: raise ExportError(f"{run_dir} holds no model_<key>.pkl or .zip")

@@ -5,11 +5,14 @@
 # %% ../nbs/17a_learners.ipynb #f7a062b1
 from __future__ import annotations
 
+import difflib
+import inspect
 import pickle
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 import pandas as pd
@@ -18,19 +21,20 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from .backtest import backtest
-from .config import ConfigError
+from .config import ConfigError, check_value
 from .envs import ACTION_LEVELS, OBS_CLIP, REWARDS
 from .features import fit_scaler
 from .metrics import metric_spec, summary
 from .models import MODELS
-from .trainers.rl import ALGOS, CONTINUOUS_ONLY, RL_SPACES, RLTrainer, rl_objective
-from .trainers.supervised import SupervisedTrainer, call_metrics, positions_from_proba, trade_predictions
+from .trainers.rl import ALGOS, CONTINUOUS_ONLY, RL_SPACES, RLTrainer, algo_class, rl_objective
+from .trainers.supervised import SupervisedTrainer, TrainParams, call_metrics, positions_from_proba, trade_predictions
 from .tuning import DEFAULT_SPACE, check_space, metric_direction
 
 # %% auto #0
-__all__ = ['LEARNERS', 'TRAIN_KEYS', 'RL_METRICS', 'FoldData', 'Learner', 'register', 'learner_class', 'score', 'ServingGraph',
-           'CallsToPositions', 'ProbaGraph', 'classifier_graph', 'split_params', 'SupervisedLearner', 'LogisticLearner',
-           'LastBarLogistic', 'rl_settings', 'check_rl', 'AgentLearner', 'PolicyGraph', 'agent_graph']
+__all__ = ['LEARNERS', 'TRAIN_KEYS', 'RL_METRICS', 'FoldData', 'Learner', 'register', 'learner_class', 'declared_types',
+           'check_params', 'score', 'ServingGraph', 'CallsToPositions', 'ProbaGraph', 'classifier_graph',
+           'split_params', 'SupervisedLearner', 'LogisticLearner', 'LastBarLogistic', 'rl_settings', 'check_rl',
+           'AgentLearner', 'PolicyGraph', 'agent_graph']
 
 # %% ../nbs/17a_learners.ipynb #068afd4c
 @dataclass
@@ -56,6 +60,11 @@ class Learner(ABC):
         "Raise ConfigError naming the key when the config cannot run with this learner."
         try: check_space(cfg.search_space); metric_direction(cfg.tuning.metric)
         except ValueError as e: raise ConfigError(f"search_space/tuning: {e}") from None
+        check_params(cfg, cls.parameters(cfg.model.name))
+    @classmethod
+    def parameters(cls, name: str) -> dict[str, Any] | None:
+        "Name -> type of every parameter `model.params` and the search space may set; None: not checked."
+        return None
     @classmethod
     def direction(cls, cfg) -> str: return metric_direction(cfg.tuning.metric)
     @classmethod
@@ -87,6 +96,32 @@ def learner_class(name: str) -> type[Learner]:
     "The learner that serves `model.name`; the error lists every known name."
     if name not in LEARNERS: raise ConfigError(f"model.name: {name!r} not in {sorted(LEARNERS)}")
     return LEARNERS[name]
+
+# %% ../nbs/17a_learners.ipynb #0db1eea6
+def declared_types(fn: Callable, skip: Iterable[str] = ()) -> dict[str, Any]:
+    "Parameter name -> declared type of a callable (int, float, bool or str; Any for anything else)."
+    simple = {t: t for t in (int, float, bool, str)} | {t.__name__: t for t in (int, float, bool, str)}
+    return {n: simple.get(p.annotation, Any) for n, p in inspect.signature(fn).parameters.items()
+            if n not in {"self", *skip} and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+def _values(spec: dict) -> list:
+    "The values a checked search-space spec can give (the ends of a range, as the type the trial will draw)."
+    kind = spec["type"]
+    if kind in ("categorical", "fixed"): return spec["choices"] if kind == "categorical" else [spec["value"]]
+    return [float(spec["low"]), float(spec["high"])] if kind == "float" else [spec["low"], spec["high"]]
+
+def check_params(cfg, params: dict[str, Any] | None) -> None:
+    "`model.params` and the search space against the parameters the model takes: names, then types; one line each."
+    if params is None: return
+    for where, given in (("model.params", cfg.model.params), ("search_space", cfg.search_space)):
+        for k in given:
+            if k in params: continue
+            near = difflib.get_close_matches(k, params, n=1)
+            raise ConfigError(f"{where}.{k}: not a parameter of {cfg.model.name.upper()}" + (f" (did you mean {near[0]}?)"
+                              if near else "") + f"; its parameters: {', '.join(sorted(params))}")
+    for k, v in cfg.model.params.items(): check_value(params[k], v, f"model.params.{k}")
+    for k, spec in check_space(cfg.search_space).items():
+        for v in _values(spec): check_value(params[k], v, f"search_space.{k}")
 
 # %% ../nbs/17a_learners.ipynb #b1e68fd3
 def score(metric: str, close: pd.Series, bars: np.ndarray, proba: np.ndarray, y: np.ndarray, classes,
@@ -187,6 +222,10 @@ class SupervisedLearner(Learner):
         self.trainer = SupervisedTrainer(cfg.model.name, model, window, train)
 
     @classmethod
+    def parameters(cls, name: str) -> dict[str, Any]:
+        train = {k: t for k, t in typing.get_type_hints(TrainParams).items() if k in TRAIN_KEYS}
+        return {**declared_types(MODELS[name].__init__, skip=("n_features", "n_classes", "window", "cell")), **train, "window": int}
+    @classmethod
     def default_space(cls, name: str) -> dict:
         space = dict(DEFAULT_SPACE)
         if name == "tcn":
@@ -240,6 +279,8 @@ class LogisticLearner(Learner):
         self.min_confidence = cfg.trading.min_confidence if min_confidence is None else min_confidence
         self.clf = LogisticRegression(C=float(params.get("C", 0.1)), max_iter=2000, random_state=cfg.seed)
 
+    @classmethod
+    def parameters(cls, name: str) -> dict[str, Any]: return {"C": float}
     @classmethod
     def default_space(cls, name: str) -> dict: return {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True}}
 
@@ -326,7 +367,11 @@ class AgentLearner(Learner):
         self.sb3, self.env = rl_settings(params, cfg)
 
     @classmethod
-    def check(cls, cfg) -> None: check_rl(cfg)
+    def check(cls, cfg) -> None: check_rl(cfg); check_params(cfg, cls.parameters(cfg.model.name))
+    @classmethod
+    def parameters(cls, name: str) -> dict[str, Any]:
+        atf_sets = ("policy", "env", "policy_kwargs", "seed", "verbose", "device", "tensorboard_log", "_init_setup_model")
+        return {**declared_types(algo_class(name).__init__, skip=atf_sets), "net_arch": Any, "activation": str, "window": int}
     @classmethod
     def direction(cls, cfg) -> str: return "maximize"
     @classmethod

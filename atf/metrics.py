@@ -17,7 +17,8 @@ __all__ = ['Returns', 'DAYS_PER_YEAR', 'CONVENTIONS', 'RUIN_TOL', 'ZERO_VOL', 'B
            'periods_per_year_from_rule', 'infer_periods_per_year', 'clean_returns', 'resolve_periods',
            'per_period_rate', 'ruin_bar', 'sharpe', 'sortino', 'annual_volatility', 'equity_curve', 'drawdown',
            'max_drawdown', 'max_drawdown_duration', 'total_return', 'cagr', 'calmar', 'hit_rate', 'turnover',
-           'exposure', 'classification_metrics', 'pnl_distribution', 'summary', 'MetricSpec', 'metric_spec']
+           'exposure', 'classification_metrics', 'position_calls', 'call_summary', 'pnl_distribution', 'summary',
+           'MetricSpec', 'metric_spec']
 
 # %% ../nbs/03_metrics.ipynb #b4cdcac2
 Returns = pd.Series | np.ndarray | Sequence[float]
@@ -326,9 +327,45 @@ def classification_metrics(y_true: Returns, y_pred: Returns, labels: Sequence | 
     for avg in ("macro", "weighted"):
         pa, ra, fa, _ = precision_recall_fscore_support(yt, yp, labels=labels, average=avg, zero_division=0)
         out.update({f"precision_{avg}": float(pa), f"recall_{avg}": float(ra), f"f1_{avg}": float(fa)})
-    out["confusion"] = pd.DataFrame(confusion_matrix(yt, yp, labels=labels),
-                                    index=pd.Index(labels, name="true"), columns=pd.Index(labels, name="pred"))
+    rows = labels + sorted(set(yt.tolist()) - set(labels))          # values outside `labels` keep their own row/column:
+    cols = labels + sorted(set(yp.tolist()) - set(labels))          # every sample is counted once
+    both = rows + [c for c in cols if c not in rows]
+    cm = pd.DataFrame(confusion_matrix(yt, yp, labels=both), index=both, columns=both).loc[rows, cols]
+    out["confusion"] = cm.rename_axis(index="true", columns="pred")
     return out
+
+# %% ../nbs/03_metrics.ipynb #dbcdac6c
+def position_calls(positions: pd.Series,     # target positions decided at each bar's close (a subset of close's bars)
+                   close: pd.Series,         # closes of every bar of the asset
+                   long_only: bool = True,   # True: flat is a down call; False: flat is no call (0)
+                  ) -> pd.DataFrame:
+    "The call (sign of the position held) and the truth (sign of the price return) of each scored next bar."
+    loc = close.index.get_indexer(positions.index)
+    if (loc < 0).any(): raise ValueError(f"positions at {list(positions.index[loc < 0][:3])} are not bars of close")
+    w, c = _float_array(positions, what="positions"), close.to_numpy(dtype=float)
+    earned = np.r_[np.diff(loc) == 1, False]            # the next bar is the next row: this position earns it
+    nxt = np.minimum(loc + 1, len(c) - 1)
+    truth, call = np.sign(c[nxt] / c[loc] - 1.0), np.sign(w)
+    if long_only: call = np.where(call > 0, 1.0, -1.0)
+    keep = earned & (truth != 0)
+    return pd.DataFrame({"call": call[keep].astype(int), "truth": truth[keep].astype(int)},
+                        index=close.index[nxt[keep]].rename(close.index.name))
+
+# %% ../nbs/03_metrics.ipynb #175420ce
+_CALL = {1: "up", -1: "down", 0: "none"}
+
+def call_summary(positions: pd.Series, close: pd.Series, long_only: bool = True) -> pd.Series:
+    "Precision/recall/F1 of up and down calls, accuracy, coverage and confusion counts of positions (see above)."
+    calls = position_calls(positions, close, long_only)
+    m = classification_metrics(calls["truth"], calls["call"], labels=[1, -1])
+    pc = m["per_class"]
+    out = {"calls_n": len(calls), "calls_coverage": float((calls["call"] != 0).mean()) if len(calls) else np.nan,
+           "calls_accuracy": m["accuracy"], "calls_f1_macro": m["f1_macro"]}
+    for k, name in ((1, "up"), (-1, "down")):
+        out.update({f"calls_{s}_{name}": float(pc.loc[k, s]) for s in ("precision", "recall", "f1")})
+    cm = m["confusion"].reindex(index=[1, -1], columns=[1, -1, 0], fill_value=0)
+    out.update({f"confusion_{_CALL[t]}_{_CALL[p]}": int(cm.loc[t, p]) for t in cm.index for p in cm.columns})
+    return pd.Series(out, dtype=float)
 
 # %% ../nbs/03_metrics.ipynb #df17302f
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)

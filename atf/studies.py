@@ -5,6 +5,7 @@
 # %% ../nbs/08_studies.ipynb #e5147a12
 from __future__ import annotations
 
+import html
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -15,9 +16,11 @@ import pandas as pd
 import yaml
 
 from . import __version__
-from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, git_commit
-from .data import dataset_path, file_sha256, load_dataset
-from .reports import REPORT_CSS, html_table, write_report
+from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, data_source, git_commit, load_bars
+from .data import data_record
+from .metrics import call_summary
+from .reports import (bar_label, chart_title, html_page, html_table, regime_figure, regime_labels, regime_table,
+                         save_png_charts, write_quantstats, write_report, write_runs_index)
 from .strategies import sma_grid_positions, sma_pairs
 from .validation import SELECTION_METRICS, WalkForward, WalkForwardResult, walk_forward_rule
 
@@ -59,47 +62,67 @@ def load_config(source: str | Path | dict) -> StudyConfig:
 # %% ../nbs/08_studies.ipynb #fbc391fb
 _HEADLINE = ["total_return", "cagr", "annual_volatility", "sharpe", "sortino", "max_drawdown", "max_drawdown_bars",
              "calmar", "hit_rate", "turnover", "exposure", "bar_var", "bar_cvar"]
+_CALLS = ["calls_n", "calls_coverage", "calls_accuracy", "calls_precision_up", "calls_recall_up", "calls_f1_up",
+          "calls_precision_down", "calls_recall_down", "calls_f1_down"]
 
 def _run_id(cfg: StudyConfig) -> str:
     "The default run id: the study's name, the UTC time and the config hash."
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{cfg.name}-{stamp}-{config_hash(cfg)[:6]}"
 
-def _run_meta(cfg: StudyConfig, run_id: str) -> dict:
-    "What a run records to be reproduced: run id, atf version, git commit, config hash, dataset and data file hash."
+def _run_meta(cfg: StudyConfig, run_id: str, data: dict) -> dict:
+    "What a run records to be reproduced: run id, atf version, git commit, config hash, dataset and data file hashes."
     return {"run_id": run_id, "atf_version": __version__, "git_commit": git_commit(), "config_hash": config_hash(cfg),
-            "dataset": cfg.data.dataset, "data_sha256": file_sha256(dataset_path(cfg.data.dataset, cfg.data.assets[0]))}
+            "dataset": cfg.data.dataset, "data_sha256": {a: f["sha256"] for a, f in data["files"].items()}}
 
 # %% ../nbs/08_studies.ipynb #a0af3394
-def _study_asset(cfg: StudyConfig, asset: str, wf: WalkForward, pairs: list, progress: bool) -> WalkForwardResult:
-    "The walk-forward study of the SMA grid on one asset over the config's date range."
-    close = load_dataset(cfg.data.dataset, asset)["close"].loc[cfg.data.start:cfg.data.end]
+def _asset_close(cfg: StudyConfig, asset: str) -> pd.Series:
+    "The asset's closes over the config's date range."
+    close = load_bars(cfg.data, asset)["close"].loc[cfg.data.start:cfg.data.end]
+    if close.empty: raise ConfigError(f"data.start/data.end: {cfg.data.start}..{cfg.data.end} holds no bars of {asset}")
+    return close
+
+def _study_asset(cfg: StudyConfig, asset: str, close: pd.Series, wf: WalkForward, pairs: list, progress: bool) -> WalkForwardResult:
+    "The walk-forward study of the SMA grid on one asset's closes."
     log.info("%s: %d bars %s..%s, %d SMA pairs", asset, len(close), close.index[0].date(), close.index[-1].date(), len(pairs))
     return walk_forward_rule(close, sma_grid_positions(close, pairs, cfg.strategy.allow_short), pairs,
                              wf, cfg.metric, cfg.costs.fee_bps, cfg.costs.slippage_bps,
                              cfg.data.periods_per_year, progress=progress)
 
-def _write_asset(out: Path, cfg: StudyConfig, asset: str, study: WalkForwardResult, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "Write oos_<asset>.csv and report_<asset>.html; return the metrics table and the fold table (pairs named)."
+# %% ../nbs/08_studies.ipynb #6181b29d
+def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, study: WalkForwardResult,
+                 meta: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    "Write oos_<asset>.csv, its PNGs, report and tear sheet; return the metrics (with calls), fold and regime tables."
+    pos = {"strategy": study.oos_positions, "buy_and_hold": pd.Series(1.0, study.oos_positions.index)}
     table = study.summary(periods_per_year=cfg.data.periods_per_year)
+    table = pd.concat([table, pd.DataFrame({k: call_summary(p, close, not cfg.strategy.allow_short) for k, p in pos.items()})])
+    P = float(table.loc["periods_per_year", "strategy"])
     folds = study.folds.assign(asset=asset, chosen=study.folds["chosen"].map(lambda p: f"SMA {p[0]}/{p[1]}"))
+    reg = regime_table(study.oos_returns, regime_labels(close), P)
     pd.DataFrame({"strategy": study.oos_returns, "buy_and_hold": study.benchmark_returns,
                   "position": study.oos_positions}).to_csv(out / f"oos_{asset}.csv")
-    write_report(out / f"report_{asset}.html", f"{cfg.name}: {asset} ({cfg.data.dataset})", study.oos_returns,
-                 study.benchmark_returns, metrics=table.loc[_HEADLINE], folds=folds.drop(columns="asset"),
+    pairs = folds["chosen"].unique()
+    title = chart_title(asset, bar_label(close.index), cfg.strategy.kind, pairs[0] if len(pairs) == 1 else "chosen per fold")
+    series = {cfg.strategy.kind: study.oos_returns, "buy and hold": study.benchmark_returns}
+    save_png_charts(out / "plots", series, title, prefix=f"{asset}_", periods_per_year=P)
+    write_report(out / f"report_{asset}.html", f"{cfg.name}: {title}", study.oos_returns, study.benchmark_returns,
+                 metrics=table.loc[_HEADLINE + _CALLS], folds=folds.drop(columns="asset"), periods_per_year=P,
+                 name=cfg.strategy.kind, extra_figures=[regime_figure(reg, asset)], extra_tables={"By market regime": reg},
                  meta={**meta, "asset": asset, "costs": f"{cfg.costs.fee_bps} bp fee + {cfg.costs.slippage_bps} bp slippage",
                        "selection": f"best {cfg.metric} on each fold's validation segment"})
-    return table, folds
+    write_quantstats(out / f"tearsheet_{asset}.html", study.oos_returns, study.benchmark_returns, f"{cfg.name}: {title}", P)
+    return table, folds, reg
 
 # %% ../nbs/08_studies.ipynb #378b004a
 def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) -> Path:
-    "report.html: the headline table of every asset, linking each asset's full report."
-    links = "".join(f"<li><a href='report_{a}.html'>{a}</a></li>" for a in cfg.data.assets)
-    info = "<br>".join(f"<b>{k}</b>: {v}" for k, v in meta.items())
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{cfg.name}</title><style>{REPORT_CSS}</style></head>"
-            f"<body><h1>{cfg.name}</h1><p class='meta'>{info}</p><h2>Out-of-sample, stitched over walk-forward test "
-            f"years</h2>{html_table(metrics.loc[_HEADLINE])}<h2>Per-asset reports</h2><ul>{links}</ul></body></html>")
-    (out / "report.html").write_text(page, encoding="utf-8")
+    "report.html: the headline table of every asset, linking each asset's report and tear sheet."
+    links = "".join(f"<li><a href='report_{a}.html'>{a}</a>" + (f" (<a href='tearsheet_{a}.html'>quantstats tear sheet</a>)"
+                    if (out / f"tearsheet_{a}.html").exists() else "") + "</li>" for a in cfg.data.assets)
+    info = "<br>".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in meta.items())
+    body = [f"<h1>{html.escape(cfg.name)}</h1><p class='meta'>{info}</p>",
+            f"<h2>Out-of-sample, stitched over walk-forward test years</h2>{html_table(metrics.loc[_HEADLINE + _CALLS])}",
+            f"<h2>Per-asset reports</h2><ul>{links}</ul>"]
+    (out / "report.html").write_text(html_page(cfg.name, body), encoding="utf-8")
     return out / "report.html"
 
 # %% ../nbs/08_studies.ipynb #f9115444
@@ -111,19 +134,29 @@ def run_rule_study(cfg: StudyConfig,            # a checked config (`load_config
     run_id = run_id or _run_id(cfg)
     out = Path(cfg.output_dir) / run_id
     out.mkdir(parents=True, exist_ok=False)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     wf = cfg.walk_forward.splitter()
     pairs = sma_pairs(cfg.strategy.fast, cfg.strategy.slow)
-    meta = _run_meta(cfg, run_id)
+    data = data_record(data_source(cfg.data), cfg.data.assets, cfg.data.repairs)   # path, size, sha256 of each file
+    meta = _run_meta(cfg, run_id, data)
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    summaries, all_folds = {}, []
+    summaries, all_folds, regimes = {}, [], []
     for asset in cfg.data.assets:
-        summaries[asset], folds = _write_asset(out, cfg, asset, _study_asset(cfg, asset, wf, pairs, progress), meta)
-        all_folds.append(folds)
+        close = _asset_close(cfg, asset)
+        summaries[asset], folds, reg = _write_asset(out, cfg, asset, close, _study_asset(cfg, asset, close, wf, pairs, progress), meta)
+        all_folds.append(folds); regimes.append(reg.assign(asset=asset))
     metrics = pd.concat(summaries, axis=1)
     metrics.to_csv(out / "metrics.csv")
     pd.concat(all_folds).to_csv(out / "folds.csv")
-    (out / "run.json").write_text(json.dumps({**meta, "assets": cfg.data.assets,
+    pd.concat(regimes).to_csv(out / "regimes.csv")
+    sharpe = {a: {c: round(float(s.loc["sharpe", c]), 4) for c in s.columns} for a, s in summaries.items()}
+    calls = {a: {c: {n: float(s.loc[n, c]) for n in s.index if n.startswith(("calls_", "confusion_"))} for c in s.columns}
+             for a, s in summaries.items()}
+    (out / "run.json").write_text(json.dumps({**meta, "name": cfg.name, "kind": "rule study", "created": created,
+                                              "model": cfg.strategy.kind, "assets": cfg.data.assets, "data": data,
+                                              "oos_sharpe": sharpe, "oos_calls": calls,
                                               "oos": {a: {k: float(s.loc[k, "strategy"]) for k in _HEADLINE} for a, s in summaries.items()}},
                                              indent=2, default=str))
     _index_page(out, cfg, metrics, meta)
+    write_runs_index(cfg.output_dir)
     return out

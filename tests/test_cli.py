@@ -1,7 +1,13 @@
 """The atf command, run as a real subprocess."""
 import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -54,3 +60,69 @@ def test_datasets_lists_the_registry_with_spans_and_descriptions():
 def test_version():
     import atf
     assert run("--version").stdout.strip() == f"atf {atf.__version__}"
+
+
+def test_demo_runs_from_a_subfolder_into_the_project_reports():
+    "`atf demo` from tests/ finds the project root (settings.ini): its configs/demo.yaml and its reports/."
+    run_id = f"test-demo-{uuid.uuid4().hex[:8]}"
+    try:
+        res = run("demo", "--run-id", run_id, "-q", cwd=ROOT / "tests")
+        assert f"report: {ROOT / 'reports' / run_id / 'report.html'}" in res.stdout
+        assert (ROOT / "reports" / run_id / "metrics.csv").is_file() and not (ROOT / "tests" / "reports").exists()
+    finally:
+        shutil.rmtree(ROOT / "reports" / run_id, ignore_errors=True)
+
+
+def test_dashboard_refuses_a_missing_storage_in_one_line(tmp_path):
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\n")                # an empty project: no run folder yet
+    for args, message in [(["dashboard"], f"no run folder with optuna.db under {tmp_path / 'reports'}"),
+                          (["dashboard", "no.db"], "no.db: no such Optuna storage (nothing created)"),
+                          (["dashboard", "sqlite:///no.db"], "no.db: no such Optuna storage (nothing created)")]:
+        res = run(*args, cwd=tmp_path, check=False)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["settings.ini"]      # nothing created
+
+
+def _descendants(pid: int) -> set[int]:
+    "Every live process under `pid`, from /proc."
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try: fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError: continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop(); kids = {c for c, pp in parent.items() if pp == p}; found |= kids; todo += kids
+    return found
+
+
+def test_dashboard_serves_the_newest_run_and_stops_with_sigterm(tmp_path):
+    "No argument: the newest run folder's studies; SIGTERM to `atf dashboard` alone stops the server (no child left)."
+    import httpx
+    from atf.tuning import tune
+    (tmp_path / "settings.ini").write_text("[DEFAULT]\n"); (tmp_path / "nbs").mkdir()
+    for run_id in ["old-run", "new-run"]:
+        (tmp_path / "reports" / run_id).mkdir(parents=True)
+        tune(lambda p, r: p["x"], {"x": {"type": "float", "low": 0, "high": 1}}, n_trials=2,
+             storage=f"sqlite:///{tmp_path / 'reports' / run_id / 'optuna.db'}", study_name=f"{run_id}-study")
+        time.sleep(0.05)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    proc = subprocess.Popen([*ATF, "dashboard", "--port", str(port)], cwd=tmp_path / "nbs",     # from a subfolder
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api/studies"
+    try:
+        deadline, res = time.time() + 60, None
+        while time.time() < deadline and res is None and proc.poll() is None:
+            try: res = httpx.get(url, timeout=2)
+            except httpx.HTTPError: time.sleep(0.3)
+        assert res is not None and res.status_code == 200, proc.stdout.read1(4000) if proc.poll() is not None else "no answer"
+        assert [s["study_name"] for s in res.json()["study_summaries"]] == ["new-run-study"]
+        family = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)                                  # the atf process only, not its group
+        proc.wait(timeout=20)
+        with pytest.raises(httpx.ConnectError): httpx.get(url, timeout=2)
+        assert [p for p in family if Path(f"/proc/{p}").exists()] == []   # no server process left behind
+    finally:
+        try: os.killpg(proc.pid, signal.SIGKILL)                          # whatever is left of its session
+        except ProcessLookupError: pass
