@@ -60,6 +60,7 @@ def _walk_forward(args) -> int:
     cfg = load_config(args.config or root / DEMO_CONFIG)
     if args.output_dir: cfg.output_dir = args.output_dir
     elif root and not Path(cfg.output_dir).is_absolute(): cfg.output_dir = str(root / cfg.output_dir)
+    if args.no_tearsheet: cfg.tearsheet = False
     out = run_rule_study(cfg, run_id=args.run_id, progress=not args.quiet)
     m = pd.read_csv(out / "metrics.csv", index_col=0, header=[0, 1])
     print("\nOut-of-sample (stitched walk-forward test segments):")
@@ -73,6 +74,7 @@ def _experiment(args) -> int:
     cfg = load_experiment(args.config)
     if args.output_dir: cfg.output_dir = args.output_dir
     if args.trials is not None: cfg.tuning.n_trials = args.trials
+    if args.no_tearsheet: cfg.tearsheet = False
     out = run_experiment(cfg, run_id=args.run_id, progress=not args.quiet, git_commit_summary=args.git_commit)
     m = pd.read_csv(out / "metrics.csv", index_col=0, header=[0, 1])
     print("\nOut-of-sample (stitched walk-forward test segments; model tuned inside each fold):")
@@ -121,6 +123,7 @@ def _run_options(w: argparse.ArgumentParser) -> None:
     w.add_argument("--output-dir", help="override the config's output_dir")
     w.add_argument("--run-id", help="name of the run directory (default: name-timestamp-hash)")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    w.add_argument("--no-tearsheet", action="store_true", help="skip quantstats' tear sheets (seconds per asset)")
 
 def _add_studies(sub) -> None:
     for name, helptext in (("walk-forward", "run a walk-forward rule study from a YAML config"),

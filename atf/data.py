@@ -107,6 +107,7 @@ def _index_problems(idx: pd.Index) -> list[str]:
     "The index rules: a naive DatetimeIndex, sorted, without duplicates."
     if not isinstance(idx, pd.DatetimeIndex): return [f"index is {type(idx).__name__}, expected DatetimeIndex"]
     probs = [f"index is time-zone aware ({idx.tz}); atf uses naive UTC"] if idx.tz is not None else []
+    if len(idx) < 2 or (np.diff(idx.asi8) > 0).all(): return probs     # strictly increasing: sorted, no duplicates
     back = np.r_[False, np.asarray(idx[1:] < idx[:-1])]
     if back.any(): probs.append(f"timestamps not sorted (earlier than the previous row) at {_rows(idx, back)}")
     dup = idx.duplicated(keep=False)

@@ -117,6 +117,7 @@ class ExperimentConfig:
     seed: int = 0
     output_dir: str = "reports"
     memory_bank: str | None = "memory_bank"
+    tearsheet: bool = True                               # quantstats' HTML tear sheet beside each report (seconds each)
 
 # %% ../nbs/15_experiments.ipynb #578b7354
 def load_experiment(source: str | Path | dict) -> ExperimentConfig:
@@ -330,7 +331,7 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
                  extra_tables={"Out-of-sample calls: confusion counts (rows: truth, columns: call)": _confusion(table),
                                "By market regime": reg, "Best parameters by fold": best,
                                "Parameter stability across folds": stab, "Parameter importance by fold": imp if len(imp) else None})
-    write_quantstats(out / f"tearsheet_{key}.html", r["oos"], r["benchmark"], f"{cfg.name}: {title}", P)
+    if cfg.tearsheet: write_quantstats(out / f"tearsheet_{key}.html", r["oos"], r["benchmark"], f"{cfg.name}: {title}", P)
     return table, reg, stab
 
 # %% ../nbs/15_experiments.ipynb #383715d4

@@ -47,6 +47,7 @@ class StudyConfig:
     costs: CostConfig = field(default_factory=CostConfig)
     metric: str = "sharpe"
     output_dir: str = "reports"
+    tearsheet: bool = True             # quantstats' HTML tear sheet beside each report (seconds per asset)
 
 # %% ../nbs/08_studies.ipynb #0762514a
 def load_config(source: str | Path | dict) -> StudyConfig:
@@ -110,7 +111,7 @@ def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, stud
                  name=cfg.strategy.kind, extra_figures=[regime_figure(reg, asset)], extra_tables={"By market regime": reg},
                  meta={**meta, "asset": asset, "costs": f"{cfg.costs.fee_bps} bp fee + {cfg.costs.slippage_bps} bp slippage",
                        "selection": f"best {cfg.metric} on each fold's validation segment"})
-    write_quantstats(out / f"tearsheet_{asset}.html", study.oos_returns, study.benchmark_returns, f"{cfg.name}: {title}", P)
+    if cfg.tearsheet: write_quantstats(out / f"tearsheet_{asset}.html", study.oos_returns, study.benchmark_returns, f"{cfg.name}: {title}", P)
     return table, folds, reg
 
 # %% ../nbs/08_studies.ipynb #378b004a

@@ -27,7 +27,7 @@ def _tiny_run(out, name: str, model: dict, extra: dict | None = None):
     cfg = load_experiment({
         "name": name, "data": {"dataset": "us_stocks", "assets": ["IBM"], "start": "2006-01-01", "end": "2010-12-31"},
         "model": model, "train": {"max_epochs": 2, "batch_size": 128}, "tuning": {"n_trials": 1},
-        "walk_forward": {"train": 500, "validation": 150, "test": 250}, "output_dir": str(out), "memory_bank": None,
+        "walk_forward": {"train": 500, "validation": 150, "test": 250}, "output_dir": str(out), "memory_bank": None, "tearsheet": False,
         **(extra or {})})
     return run_experiment(cfg, run_id=name, progress=False)
 

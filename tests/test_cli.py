@@ -33,7 +33,7 @@ def test_walk_forward_from_config_writes_report(tmp_path):
                    "strategy: {fast: [10, 20], slow: [50, 100]}\n"
                    "walk_forward: {train: 730D, validation: 365D, test: 365D}\n"
                    f"output_dir: {tmp_path}\n")
-    res = run("walk-forward", str(cfg), "--run-id", "r1", "-q")
+    res = run("walk-forward", str(cfg), "--run-id", "r1", "-q", "--no-tearsheet")
     out = tmp_path / "r1"
     assert f"report: {(out / 'report.html').resolve()}" in res.stdout
     html = (out / "report_IBM.html").read_text()
@@ -66,7 +66,7 @@ def test_demo_runs_from_a_subfolder_into_the_project_reports():
     "`atf demo` from tests/ finds the project root (settings.ini): its configs/demo.yaml and its reports/."
     run_id = f"test-demo-{uuid.uuid4().hex[:8]}"
     try:
-        res = run("demo", "--run-id", run_id, "-q", cwd=ROOT / "tests")
+        res = run("demo", "--run-id", run_id, "-q", "--no-tearsheet", cwd=ROOT / "tests")
         assert f"report: {ROOT / 'reports' / run_id / 'report.html'}" in res.stdout
         assert (ROOT / "reports" / run_id / "metrics.csv").is_file() and not (ROOT / "tests" / "reports").exists()
     finally:

@@ -19,7 +19,7 @@ TINY = {"name": "tiny", "data": {"dataset": "us_stocks", "assets": ["MSFT"], "st
         "train": {"max_epochs": 3, "patience": 2, "batch_size": 128},
         "search_space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}, "hidden": [8, 16]},
         "tuning": {"n_trials": 3, "metric": "sharpe", "pruner": "none"},
-        "walk_forward": {"train": 500, "validation": 200, "test": 250}}
+        "walk_forward": {"train": 500, "validation": 200, "test": 250}, "tearsheet": False}
 
 
 def tune_fold(cfg, df, F, y, fold, storage):
@@ -144,7 +144,7 @@ def test_rl_experiment_from_the_shipped_config_end_to_end(tmp_path):
     cfg["search_space"] |= {"n_steps": [64], "batch_size": [64]}
     p = tmp_path / "ppo.yaml"; p.write_text(yaml.safe_dump(cfg))
     atf = str(Path(sys.executable).parent / "atf")
-    res = subprocess.run([atf, "experiment", str(p), "--run-id", "ppo", "--trials", "2", "-q"], capture_output=True,
+    res = subprocess.run([atf, "experiment", str(p), "--run-id", "ppo", "--trials", "2", "-q", "--no-tearsheet"], capture_output=True,
                          text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "reports" / "ppo"

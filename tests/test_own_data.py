@@ -47,7 +47,7 @@ def project(tmp_path_factory) -> Path:
         "name: mine\ndata: {dataset: my_stocks, assets: [IBM], start: '2006-01-01'}\n"
         "model: {name: mlp, window: 5, params: {hidden: 8}}\ntrain: {max_epochs: 2, batch_size: 128}\n"
         "search_space: {lr: [0.003]}\ntuning: {n_trials: 1}\nwalk_forward: {train: 500, validation: 150, test: 250}\n"
-        "output_dir: runs\nmemory_bank: null\n")
+        "output_dir: runs\nmemory_bank: null\ntearsheet: false\n")
     return root
 
 
@@ -105,7 +105,7 @@ def test_rule_study_on_a_plain_file_and_config_relative_paths(tmp_path):
     (tmp_path / "study.yaml").write_text(
         "name: ko\ndata: {dataset: prices/KO.parquet}\nstrategy: {fast: [10, 20], slow: [50, 100]}\n"
         "walk_forward: {train: 730D, validation: 365D, test: 365D}\noutput_dir: out\n")
-    out = atf("walk-forward", "study.yaml", "--run-id", "s1", "--quiet", cwd=tmp_path)
+    out = atf("walk-forward", "study.yaml", "--run-id", "s1", "--quiet", "--no-tearsheet", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     meta = json.loads((tmp_path / "out" / "s1" / "run.json").read_text())
     assert meta["assets"] == ["KO"] and meta["data"]["files"]["KO"]["sha256"] == file_sha256(tmp_path / "prices" / "KO.parquet")
@@ -133,3 +133,16 @@ def test_datasets_check(tmp_path):
     assert out.returncode == 1 and "not sorted" in out.stdout and "'sort': True" in out.stdout and "'duplicates': 'drop_exact'" in out.stdout, out
     out = atf("datasets", "--check", "nothing.csv", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no such file" in out.stderr, out
+
+
+def test_a_workflow_notebook_takes_the_registered_name(project):
+    "papermill runs the walk-forward workflow on `my_stocks` from the project folder: datasets.yaml is found there."
+    nb = Path(__file__).resolve().parents[1] / "nbs" / "workflows" / "walk_forward.ipynb"
+    papermill = str(Path(sys.executable).with_name("papermill"))
+    res = subprocess.run([papermill, "--log-level", "ERROR", str(nb), str(project / "wf.ipynb"), "-p", "dataset", "my_stocks",
+                          "-p", "asset", "MSFT", "-p", "n_trials", "1", "-p", "max_epochs", "1", "-p", "output_dir",
+                          str(project / "runs"), "-p", "run_id", "wf1"], cwd=project, capture_output=True, text=True,
+                         timeout=600, env={k: v for k, v in os.environ.items() if k != "ATF_DATASETS"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    rec = json.loads((project / "runs" / "wf1" / "run.json").read_text())["data"]
+    assert rec["dataset"] == "my_stocks" and list(rec["files"]) == ["MSFT"]
