@@ -572,12 +572,12 @@ def data_record(d: Dataset, assets: Iterable[str], repairs: Mapping | None = Non
     for a in assets:
         p = dataset_path(d, a)
         files[a] = {"path": str(p), "size": p.stat().st_size, "sha256": sha.setdefault(p, sha.get(p) or file_sha256(p))}
-    return {"dataset": d.name, "kind": "package" if d.package else "files", "time_col": d.time_col, "tz": d.tz,
+    return {"dataset": d.name, "origin": "package" if d.package else "files", "time_col": d.time_col, "tz": d.tz,
             "asset_col": d.asset_col, "repairs": dict(d.repairs if repairs is None else repairs), "files": files}
 
 def dataset_from_record(rec: Mapping) -> Dataset:
     "The dataset a run recorded: the built-in one, or your files rebuilt from the record alone."
-    if rec["kind"] == "package": return get_dataset(rec["dataset"])
+    if rec["origin"] == "package": return get_dataset(rec["dataset"])
     return Dataset(rec["dataset"], "recorded by a run", "", "", {a: f["path"] for a, f in rec["files"].items()}, "",
                    "your files", "", partial(read_bars, time_col=rec["time_col"], asset_col=rec["asset_col"]),
                    rec.get("repairs") or {}, time_col=rec["time_col"], tz=rec["tz"], asset_col=rec["asset_col"])

@@ -213,7 +213,7 @@ def export_run(run_dir: str | Path, # a finished experiment run (config.yaml, fo
     if not (run_dir / "config.yaml").exists() or not (run_dir / "folds.csv").exists():
         raise ExportError(f"{run_dir} is not a finished experiment run (config.yaml and folds.csv are missing)")
     run_meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    if (rec := run_meta.get("data")) and rec["kind"] == "files" and not is_file_source(rec["dataset"]):
+    if (rec := run_meta.get("data")) and rec["origin"] == "files" and not is_file_source(rec["dataset"]):
         register_dataset(rec["dataset"], dataset_from_record(rec))   # the run's own files: no registry, no datasets.yaml
     cfg = load_experiment(run_dir / "config.yaml")
     metrics = pd.read_csv(run_dir / "metrics.csv", index_col=0, header=[0, 1]) if (run_dir / "metrics.csv").exists() else None

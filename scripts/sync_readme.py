@@ -36,11 +36,15 @@ studies on real prices, each with 5 bp commission and 5 bp slippage, and exports
    checked against the eager model on held-out rows, with a `manifest.json` that `atf serve` reads.
 
 You see progress bars, out-of-sample tables (CAGR, Sharpe, max drawdown...) and the paths of the run folders
-`reports/<run-id>/`: offline interactive HTML reports (equity, drawdown, rolling Sharpe, PnL distribution, per-fold
-choices, Sharpe by market regime, Optuna history and parameter importance), Matplotlib PNGs, `metrics.csv`,
-`folds.csv`, `regimes.csv`, the out-of-sample series, the final model, the Optuna SQLite storage, the resolved config
-and a `run.json` with the git commit, the config hash and the data files' SHA-256. A summary of each experiment is
-appended to `memory_bank/`.
+`reports/<run-id>/`: offline interactive HTML reports (growth of 1 against the logistic baseline and buy-and-hold,
+drawdown, rolling Sharpe, volatility and beta, monthly returns heatmap, yearly returns, the worst drawdowns, the
+out-of-sample calls with precision/recall/F1 and confusion counts, per-fold choices, Sharpe by market regime, Optuna
+history and parameter importance of every fold, best parameters by fold and their stability) sharing one
+`plotly.min.js` per run folder, quantstats' tear sheet `tearsheet_<key>.html`, titled Matplotlib PNGs under
+`plots/`, `metrics.csv`, `folds.csv`, `regimes.csv`, `param_stability.csv`, the out-of-sample series, the final
+model and its export, the Optuna SQLite storage, the resolved config and a `run.json` with the git commit, the config
+hash and each data file's path, size and SHA-256; `reports/index.html` lists every run. A summary of each experiment
+is appended to `memory_bank/`.
 
 **`make test`** (the same install, then) checks that `atf/` is exactly what `nbdev_export` makes of `nbs/`, that
 this README matches `nbs/index.ipynb`, runs every notebook as a test (`nbdev_test`), and runs the pytest suite in

@@ -64,7 +64,7 @@ def test_experiment_export_serve_on_own_csv(project, tmp_path):
     run_dir = project / "runs" / "r1"
     rec = json.loads((run_dir / "run.json").read_text())["data"]
     csv = project / "data" / "daily.csv"
-    assert rec["dataset"] == "my_stocks" and rec["kind"] == "files" and rec["tz"] == "America/New_York"
+    assert rec["dataset"] == "my_stocks" and rec["origin"] == "files" and rec["tz"] == "America/New_York"
     assert rec["files"]["IBM"] == {"path": str(csv.resolve()), "size": csv.stat().st_size, "sha256": file_sha256(csv)}
     oos = pd.read_csv(run_dir / "oos_IBM_native.csv", index_col=0, parse_dates=True)
     assert set(oos.index.hour) == {20, 21}                                      # 16:00 New York in UTC (EDT, EST)
