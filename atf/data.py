@@ -19,7 +19,6 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import yaml
 
 # %% auto #0
@@ -451,7 +450,9 @@ _WANTED = {*OHLCV_COLUMNS, "adj_close", "time"}
 
 def _header(path: Path) -> list[str]:
     "A file's column names, without reading its rows."
-    return pq.read_schema(path).names if _file_kind(path) == "parquet" else list(pd.read_csv(path, nrows=0).columns)
+    if _file_kind(path) != "parquet": return list(pd.read_csv(path, nrows=0).columns)
+    import pyarrow.parquet as pq       # only for Parquet (as in pandas): the serving image has no pyarrow
+    return pq.read_schema(path).names
 
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     return pd.read_parquet(path, columns=columns) if _file_kind(path) == "parquet" else pd.read_csv(path, usecols=columns)

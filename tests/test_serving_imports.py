@@ -100,3 +100,24 @@ def test_serving_never_imports_torch(exported):
             f"bad = [m for m in {sorted(HEAVY)!r} if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_closure_imports_only_what_the_serving_image_installs():
+    "Module-level imports of the serving closure are the standard library, atf, or settings.ini's serve_requirements."
+    import configparser
+    from importlib.metadata import packages_distributions, requires
+    from packaging.requirements import Requirement
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / "settings.ini")
+    norm = lambda name: name.lower().replace("_", "-")
+    image, todo = set(), [norm(r) for r in cfg["DEFAULT"]["serve_requirements"].split()]
+    while todo:                                  # what pip installs for them: their dependencies, without extras
+        name = todo.pop()
+        if name in image: continue
+        image.add(name)
+        for req in map(Requirement, requires(name) or []):
+            if req.marker is None or req.marker.evaluate({"extra": ""}): todo.append(norm(req.name))
+    dists = packages_distributions()
+    for m in sorted(closure(serving_modules())):
+        third = top_level_imports(ast.parse(source_of(m).read_text())) - set(sys.stdlib_module_names) - {"atf", "__future__", ""}
+        missing = {p for p in third if not {norm(d) for d in dists.get(p, [p])} & image}
+        assert not missing, f"{m} imports {sorted(missing)} at module level; the serving image does not install them"
