@@ -73,6 +73,7 @@ def _experiment(args) -> int:
     from atf.experiments import load_experiment, run_experiment   # loaded when the command runs: see above
     cfg = load_experiment(args.config)
     if args.output_dir: cfg.output_dir = args.output_dir
+    if args.trials is not None and args.trials < 1: raise ValueError(f"--trials {args.trials}: must be >= 1")
     if args.trials is not None: cfg.tuning.n_trials = args.trials
     if args.no_tearsheet: cfg.tearsheet = False
     out = run_experiment(cfg, run_id=args.run_id, progress=not args.quiet, git_commit_summary=args.git_commit)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from .data import DATASETS, Dataset, check_repairs, load_dataset, resolve_dataset
+from .data import DATASETS, Dataset, check_repairs, check_tz, load_dataset, resolve_dataset
 from .validation import WalkForward
 
 # %% auto #0
@@ -155,10 +155,10 @@ def load_bars(d: DataConfig, # a resolved data section (`build_config`)
 
 def resolve_data(d: DataConfig, base: Path | None) -> DataConfig:
     "The data section with your files' path made absolute and its assets filled in and checked."
+    try: check_tz(d.tz, "data.tz"); check_repairs(d.repairs or {}, "data.repairs")
+    except ValueError as e: raise ConfigError(str(e)) from None
     try: ds = resolve_dataset(d.dataset, base, time_col=d.time_col, tz=d.tz, asset_col=d.asset_col)
     except (KeyError, ValueError, OSError) as e: raise ConfigError(f"data.dataset: {str(e).strip(chr(34))}") from None
-    try: check_repairs(d.repairs or {}, "data.repairs")
-    except ValueError as e: raise ConfigError(str(e)) from None
     dataset = d.dataset
     if d.dataset not in DATASETS and not Path(d.dataset).expanduser().is_absolute():
         dataset = str((base or Path.cwd()) / Path(d.dataset).expanduser())                # your files, absolute

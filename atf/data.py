@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import zoneinfo
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -22,13 +23,13 @@ import pandas as pd
 import yaml
 
 # %% auto #0
-__all__ = ['log', 'PRICE_COLUMNS', 'OHLCV_COLUMNS', 'DATASETS', 'DataValidationError', 'to_naive_utc', 'standardize_ohlcv',
-           'is_close_only', 'ohlcv_problems', 'validate_ohlcv', 'RepairReport', 'repair_ohlcv', 'read_csv',
-           'read_parquet', 'to_panel', 'panel_field', 'resample_ohlcv', 'Dataset', 'package_file', 'file_sha256',
-           'list_datasets', 'dataset_path', 'get_dataset', 'load_dataset', 'load_panel', 'is_file_source',
-           'source_files', 'read_bars', 'check_repairs', 'files_dataset', 'register_dataset', 'datasets_file',
-           'register_datasets_file', 'resolve_dataset', 'data_record', 'dataset_from_record', 'infer_frequency',
-           'check_file']
+__all__ = ['log', 'PRICE_COLUMNS', 'OHLCV_COLUMNS', 'DUPLICATE_POLICIES', 'DATASETS', 'DataValidationError', 'to_naive_utc',
+           'standardize_ohlcv', 'is_close_only', 'ohlcv_problems', 'validate_ohlcv', 'RepairReport', 'repair_ohlcv',
+           'read_csv', 'read_parquet', 'to_panel', 'panel_field', 'resample_ohlcv', 'Dataset', 'package_file',
+           'file_sha256', 'list_datasets', 'dataset_path', 'get_dataset', 'load_dataset', 'load_panel',
+           'is_file_source', 'source_files', 'read_bars', 'check_repairs', 'check_tz', 'files_dataset',
+           'register_dataset', 'datasets_file', 'register_datasets_file', 'resolve_dataset', 'data_record',
+           'dataset_from_record', 'infer_frequency', 'check_file']
 
 # %% ../nbs/01_data.ipynb #304a6468
 log = logging.getLogger(__name__)
@@ -124,6 +125,15 @@ def _value_problems(df: pd.DataFrame) -> list[str]:
         if c == "volume" and (bad := v < 0).any(): probs.append(f"column 'volume' is negative at {_rows(idx, bad)}")
     return probs
 
+def _adjustment_problems(df: pd.DataFrame, jump: float = 0.1) -> list[str]:
+    "close and adj_close that part by more than `jump` in one bar: a split or dividend the close does not include."
+    if "adj_close" not in df.columns: return []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = df["adj_close"].to_numpy(float) / df["close"].to_numpy(float)
+        bad = np.r_[False, np.abs(k[1:] / k[:-1] - 1) > jump]
+    return [f"close and adj_close part by more than {jump:.0%} in one bar at {_rows(df.index, bad)}: a split the close "
+            "does not include? repairs: {adjust: true} trades the adjusted prices"] if bad.any() else []
+
 def _bar_problems(df: pd.DataFrame) -> list[str]:
     "The bar rules of a full OHLC frame: high >= low, open and close inside [low, high]."
     probs, idx = [], df.index
@@ -145,7 +155,7 @@ def ohlcv_problems(df: pd.DataFrame) -> list[str]:
     if has_ohl and len(has_ohl) < 3:
         probs.append(f"missing column(s) {[c for c in ('open', 'high', 'low') if c not in df.columns]}: "
                      "a frame has all of open/high/low or none (close-only)")
-    probs += _index_problems(df.index) + _value_problems(df)
+    probs += _index_problems(df.index) + _value_problems(df) + _adjustment_problems(df)
     return probs + (_bar_problems(df) if len(has_ohl) == 3 else [])
 
 def validate_ohlcv(df: pd.DataFrame, name: str = "frame") -> pd.DataFrame:
@@ -184,6 +194,8 @@ def _drop_off_grid(out: pd.DataFrame, rep: RepairReport, freq) -> pd.DataFrame:
     return out[~off]
 
 # %% ../nbs/01_data.ipynb #de462f9c
+DUPLICATE_POLICIES = ("raise", "drop_exact", "keep_last", "keep_first")   # repair_ohlcv's `duplicates`
+
 def _keep_one(out: pd.DataFrame, rep: RepairReport, conflict: np.ndarray, keep: str) -> pd.DataFrame:
     "Keep the first or last of each group of conflicting duplicates; report the largest price difference discarded."
     num = out.select_dtypes("number")
@@ -199,8 +211,7 @@ def _keep_one(out: pd.DataFrame, rep: RepairReport, conflict: np.ndarray, keep: 
 def _drop_duplicates(out: pd.DataFrame, rep: RepairReport, duplicates: str) -> pd.DataFrame:
     "Exact duplicate rows dropped; conflicting ones refused or resolved by the `duplicates` policy."
     if not out.index.duplicated(keep=False).any(): return out
-    if duplicates not in ("raise", "drop_exact", "keep_last", "keep_first"):
-        raise ValueError(f"duplicates={duplicates!r}: use 'raise', 'drop_exact', 'keep_last' or 'keep_first'")
+    if duplicates not in DUPLICATE_POLICIES: raise ValueError(f"duplicates={duplicates!r}: use one of {list(DUPLICATE_POLICIES)}")
     exact = out.reset_index().duplicated(keep="first").to_numpy()
     if exact.any():
         rep.actions.append(f"dropped {exact.sum()} exact duplicate row(s): " + _rows(out.index, exact))
@@ -223,12 +234,23 @@ def _drop_trailing_partial(out: pd.DataFrame, rep: RepairReport) -> pd.DataFrame
     rep.dropped.append(out.index[-1])
     return out.iloc[:-1]
 
+def _adjust(out: pd.DataFrame, rep: RepairReport) -> pd.DataFrame:
+    "OHLC scaled by adj_close / close (splits, dividends), volume by the inverse: the prices an investor really had."
+    if "adj_close" not in out.columns: raise ValueError("repairs.adjust: the frame has no adj_close column")
+    k = out["adj_close"] / out["close"]
+    if np.allclose(k, 1.0): return out
+    out = out.assign(**{c: out[c] * k for c in PRICE_COLUMNS if c in out.columns},
+                     **({"volume": out["volume"] / k} if "volume" in out.columns else {}))
+    rep.actions.append(f"adjusted prices by adj_close / close (factor {k.min():.4g}..{k.max():.4g}), volume inversely")
+    return out
+
 def repair_ohlcv(df: pd.DataFrame,                                  # bars in the atf convention (standardize_ohlcv)
                  *,
                  sort: bool = False,                                # sort rows by time
                  duplicates: str = "raise",                         # "raise", "drop_exact", "keep_last" or "keep_first"
                  drop_off_grid: str | pd.Timedelta | None = None,   # bar spacing: drop bars off this grid ("15min")
                  drop_trailing_partial: bool = False,               # drop a last bar that is still being built
+                 adjust: bool = False,                              # scale OHLC by adj_close / close, volume inversely
                 ) -> tuple[pd.DataFrame, RepairReport]:
     "Apply the requested repairs only; return the repaired frame and a report of every change."
     rep, out = RepairReport(), df
@@ -236,6 +258,7 @@ def repair_ohlcv(df: pd.DataFrame,                                  # bars in th
     if drop_off_grid is not None: out = _drop_off_grid(out, rep, drop_off_grid)
     out = _drop_duplicates(out, rep, duplicates)
     if drop_trailing_partial: out = _drop_trailing_partial(out, rep)
+    if adjust: out = _adjust(out, rep)
     return out, rep
 
 # %% ../nbs/01_data.ipynb #c11cc90b
@@ -485,6 +508,17 @@ def check_repairs(repairs: Mapping, where: str) -> None:
         if k not in known:
             near = difflib.get_close_matches(k, known, n=1)
             raise ValueError(f"{where}.{k}: not a repair" + (f" (did you mean {near[0]}?)" if near else "") + f"; repairs: {known}")
+    if (v := repairs.get("duplicates", "raise")) not in DUPLICATE_POLICIES:
+        near = difflib.get_close_matches(str(v), DUPLICATE_POLICIES, n=1)
+        raise ValueError(f"{where}.duplicates: {v!r}" + (f" (did you mean {near[0]}?)" if near else "") + f"; one of {list(DUPLICATE_POLICIES)}")
+    for k in ("sort", "drop_trailing_partial", "adjust"):
+        if not isinstance(repairs.get(k, False), bool): raise ValueError(f"{where}.{k}: expected true/false, got {repairs[k]!r}")
+
+def check_tz(tz: str | None, where: str = "tz") -> None:
+    "A time zone name of the IANA database ('America/New_York', 'UTC'); one line with the nearest name otherwise."
+    if tz is None or tz in (zones := zoneinfo.available_timezones()): return
+    near = difflib.get_close_matches(str(tz), zones, n=1)
+    raise ValueError(f"{where}: {tz!r} is not a time zone" + (f" (did you mean {near[0]}?)" if near else ""))
 
 def files_dataset(source: str | Path,             # a file, a glob ("prices/*.csv") or a directory of CSV/Parquet files
                   name: str | None = None,        # the dataset's name; None: the source as given
@@ -503,7 +537,7 @@ def files_dataset(source: str | Path,             # a file, a glob ("prices/*.cs
         files = {a: str(paths[0]) for a in _asset_values(paths[0], asset_col)}
     elif len(files := {_stem(p): str(p) for p in paths}) < len(paths):
         raise ValueError(f"{source}: two files hold the same asset name: {[p.name for p in paths]}")
-    check_repairs(repairs or {}, f"{name or source}: repairs")
+    check_repairs(repairs or {}, f"{name or source}: repairs"); check_tz(tz)
     return Dataset(str(name or source), description or f"your files: {source}", "", "", files, "", "your files", "",
                    partial(read_bars, time_col=time_col, asset_col=asset_col), dict(repairs or {}),
                    time_col=time_col, tz=tz, asset_col=asset_col)
@@ -596,7 +630,8 @@ def _needed_repairs(raw: pd.DataFrame, freq: str) -> dict:
     intraday = bool(freq) and pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) < pd.Timedelta("1D")
     steps = [("sort", True, _sort_rows), *([("drop_off_grid", freq, partial(_drop_off_grid, freq=freq))] if intraday else []),
              ("duplicates", "keep_last", partial(_drop_duplicates, duplicates="keep_last")),
-             ("drop_trailing_partial", True, _drop_trailing_partial)]
+             ("drop_trailing_partial", True, _drop_trailing_partial),
+             *([("adjust", True, _adjust)] if _adjustment_problems(raw) else [])]
     needed, out = {}, raw
     for key, value, fix in steps:
         out = fix(out, rep := RepairReport())
@@ -608,10 +643,15 @@ def _check_asset(d: Dataset, asset: str) -> dict:
     freq = infer_frequency(raw.index)
     steps = pd.Series(raw.index.unique().sort_values()).diff()
     gaps = steps[steps > pd.Timedelta(pd.tseries.frequencies.to_offset(freq or "D"))]
-    needed = _needed_repairs(raw, freq)
+    needed, problems = _needed_repairs(raw, freq), ohlcv_problems(raw)
+    if d.asset_col is None and raw.index.duplicated().mean() > 0.2:       # rows of several assets, not repeated bars
+        others = [c for c in _header(Path(dataset_path(d, asset))) if _canonical(c) not in _WANTED | {_canonical(d.time_col or "")}]
+        problems.insert(0, f"{raw.index.duplicated().mean():.0%} of rows repeat a timestamp: one file of several assets? "
+                           f"name its asset column (--asset-col, data.asset_col); other columns: {others}")
+        needed = {}                                                       # keeping one row per time would mix assets
     fixed, rep = repair_ohlcv(raw, **needed) if needed else (raw, RepairReport())
     return {"bars": len(raw), "first": raw.index.min(), "last": raw.index.max(), "frequency": freq,
-            "gaps": len(gaps), "largest_gap": gaps.max() if len(gaps) else pd.Timedelta(0), "problems": ohlcv_problems(raw),
+            "gaps": len(gaps), "largest_gap": gaps.max() if len(gaps) else pd.Timedelta(0), "problems": problems,
             "repairs": needed, "repaired": rep.actions, "problems_after_repairs": ohlcv_problems(fixed)}
 
 def check_file(source: str | Path, # a file, glob or directory

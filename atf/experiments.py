@@ -35,7 +35,7 @@ from .reports import (bar_label, best_params_table, chart_title, history_figure,
                          regime_figure, regime_labels, regime_table, save_png_charts, write_quantstats, write_report,
                          write_runs_index)
 from .trainers.supervised import TrainParams
-from .tuning import create_storage, default_storage, tune
+from .tuning import PRUNERS, create_storage, default_storage, tune
 from .validation import Fold, fold_returns, stitch_account
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
         raise ConfigError(f"execution.executor: {cfg.execution.executor!r} not in ['serial', 'process']")
     if cfg.execution.workers is not None and (not isinstance(cfg.execution.workers, int) or cfg.execution.workers < 1):
         raise ConfigError(f"execution.workers: {cfg.execution.workers!r} must be a whole number >= 1 (or omitted)")
+    if cfg.tuning.pruner not in (*PRUNERS, None): raise ConfigError(f"tuning.pruner: {cfg.tuning.pruner!r} not in {list(PRUNERS)}")
     if cfg.trading.rebalance not in REBALANCE: raise ConfigError(f"trading.rebalance: {cfg.trading.rebalance!r} not in {list(REBALANCE)}")
     ppy = cfg.data.periods_per_year
     given = ppy.values() if isinstance(ppy, dict) else [] if ppy is None else [ppy]
@@ -365,7 +366,7 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
     pd.concat(folds).to_csv(out / "folds.csv")
     pd.concat(regimes).to_csv(out / "regimes.csv")
     pd.concat(stability).to_csv(out / "param_stability.csv")
-    headline = {k: {c: round(float(t.loc["sharpe", c]), 4) for c in t.columns} for k, t in metrics.items()}
+    headline = {k: {c: float(t.loc["sharpe", c]) for c in t.columns} for k, t in metrics.items()}   # unrounded: pages round once
     calls = {k: {c: {n: float(t.loc[n, c]) for n in t.index if n.startswith(("calls_", "confusion_"))} for c in t.columns}
              for k, t in metrics.items()}
     created = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).isoformat()
@@ -378,7 +379,7 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
     if cfg.memory_bank:
         fold_params = {f"{r.asset}_{r.timeframe}/fold{k}": r.best_params for k, r in pd.concat(folds).iterrows()}
         md = record_run(run_id, "experiment", {"config": str(out / "config.yaml"), "report_dir": str(out),
-                                                "oos_sharpe": headline, "config_hash": meta["config_hash"],
+                                                "oos_sharpe": {k: {c: round(v, 4) for c, v in h.items()} for k, h in headline.items()}, "config_hash": meta["config_hash"],
                                                 "model": cfg.model.name, "metric": cfg.tuning.metric,
                                                 "best_params_per_fold": fold_params},
                         bank=cfg.memory_bank, title=f"Experiment {cfg.name}")

@@ -213,6 +213,8 @@ def export_run(run_dir: str | Path, # a finished experiment run (config.yaml, fo
     if not (run_dir / "config.yaml").exists() or not (run_dir / "folds.csv").exists():
         raise ExportError(f"{run_dir} is not a finished experiment run (config.yaml and folds.csv are missing)")
     run_meta = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    if run_meta.get("kind", "experiment") != "experiment":
+        raise ExportError(f"{run_dir} is a {run_meta.get('kind')} run: only experiment runs hold models to export")
     if (rec := run_meta.get("data")) and rec["origin"] == "files" and not is_file_source(rec["dataset"]):
         register_dataset(rec["dataset"], dataset_from_record(rec))   # the run's own files: no registry, no datasets.yaml
     cfg = load_experiment(run_dir / "config.yaml")

@@ -56,7 +56,7 @@ def calendar_features(index: pd.DatetimeIndex) -> pd.DataFrame:
     "Day of week and month as points on a circle; hour too for intraday bars."
     out = {}
     for name, val, period in (("dow", index.day_of_week, 7), ("month", index.month - 1, 12), ("hour", index.hour, 24)):
-        if name == "hour" and (index.hour == 0).all(): continue
+        if name == "hour" and (len(index) < 2 or pd.Series(index).diff().median() >= pd.Timedelta("1D")): continue   # daily+: a bar's hour is a stamp convention
         out[f"{name}_sin"], out[f"{name}_cos"] = np.sin(2 * np.pi * val / period), np.cos(2 * np.pi * val / period)
     return pd.DataFrame(out, index=index)
 

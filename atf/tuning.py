@@ -20,8 +20,9 @@ from .metrics import metric_spec
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Objective', 'DEFAULT_SPACE', 'SPEC_KEYS', 'Pruned', 'TrialsFailing', 'metric_direction', 'check_spec',
-           'check_space', 'suggest', 'default_storage', 'create_storage', 'TuneResult', 'tune', 'record_study']
+__all__ = ['log', 'Objective', 'DEFAULT_SPACE', 'SPEC_KEYS', 'PRUNERS', 'Pruned', 'TrialsFailing', 'metric_direction',
+           'check_spec', 'check_space', 'suggest', 'default_storage', 'create_storage', 'TuneResult', 'tune',
+           'record_study']
 
 # %% ../nbs/13_tuning.ipynb #283ec57b
 class Pruned(Exception):
@@ -58,6 +59,7 @@ def check_spec(name: str, # the parameter, for error messages
     if isinstance(spec, list): spec = {"type": "categorical", "choices": spec}
     elif not isinstance(spec, Mapping): spec = {"type": "fixed", "value": spec}
     kind = spec.get("type")
+    if "type" not in spec: raise ValueError(f"space[{name!r}]: no 'type' (keys given: {sorted(spec)}); one of {sorted(SPEC_KEYS)}")
     if kind not in SPEC_KEYS: raise ValueError(f"space[{name!r}]: type {kind!r} is not one of {sorted(SPEC_KEYS)}")
     if extra := set(spec) - SPEC_KEYS[kind]: raise ValueError(f"space[{name!r}]: unknown key(s) {sorted(extra)}")
     if kind in ("float", "int"):
@@ -104,12 +106,14 @@ def create_storage(url: str) -> None:
     if url.startswith("sqlite"): _storage(url)
 
 # %% ../nbs/13_tuning.ipynb #4228921d
+PRUNERS = ("median", "hyperband", "none")
+
 def _pruner(name: str | None):
     import optuna
     if name in (None, "none"): return optuna.pruners.NopPruner()
     if name == "median": return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     if name == "hyperband": return optuna.pruners.HyperbandPruner()
-    raise ValueError(f"pruner {name!r}: use 'median', 'hyperband' or 'none'")
+    raise ValueError(f"pruner {name!r}: use one of {list(PRUNERS)}")
 
 def _open_study(storage: str, study_name: str, direction: str, seed: int, pruner: str | None):
     "Create the study, or load it with its trials when `study_name` already exists in `storage`."

@@ -37,6 +37,10 @@ BAD = [
     ({"search_space": {"dropout": ["none", 0.1]}}, "search_space.dropout: expected float, got 'none'"),
     ({"model": {"name": "ppo", "params": {"n_step": 64}}, "tuning": {"metric": "sharpe"}}, "model.params.n_step: not a parameter of PPO (did you mean n_steps?)"),
     ({"model": {"name": "dqn", "params": {"buffer_size": 1e5}}, "tuning": {"metric": "sharpe"}}, "model.params.buffer_size: expected int, got 100000.0"),
+    ({"data": {"dataset": "x.csv", "tz": "America/New_Yrok"}}, "data.tz: 'America/New_Yrok' is not a time zone (did you mean America/New_York?)"),
+    ({"data": {"repairs": {"duplicates": "keeplast"}}}, "data.repairs.duplicates: 'keeplast' (did you mean keep_last?)"),
+    ({"search_space": {"lr": {"typ": "float"}}}, "space['lr']: no 'type' (keys given: ['typ'])"),
+    ({"tuning": {"pruner": "medain"}}, "tuning.pruner: 'medain' not in ['median', 'hyperband', 'none']"),
 ]
 
 

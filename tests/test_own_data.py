@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
-from atf.config import ConfigError
+from atf.config import ConfigError, load_bars
 from atf.data import file_sha256, load_dataset, read_bars
 from atf.experiments import load_experiment
 from test_serve import KEY, server
@@ -146,3 +147,36 @@ def test_a_workflow_notebook_takes_the_registered_name(project):
     assert res.returncode == 0, res.stderr[-3000:]
     rec = json.loads((project / "runs" / "wf1" / "run.json").read_text())["data"]
     assert rec["dataset"] == "my_stocks" and list(rec["files"]) == ["MSFT"]
+
+
+def test_an_unadjusted_split_is_refused_until_prices_are_adjusted(tmp_path):
+    "A Yahoo-style file whose close halves at a 2:1 split while adj_close runs on: named by --check and on load, never traded."
+    df = load_dataset("us_stocks", "IBM").loc["2005":"2012"].copy()
+    df["adj_close"] = df["close"]
+    split = df.index >= "2010-06-01"
+    for c in ("open", "high", "low", "close"): df.loc[split, c] /= 2
+    df.rename_axis("Date").to_csv(tmp_path / "SPLIT.csv")
+    out = atf("datasets", "--check", "SPLIT.csv", cwd=tmp_path)
+    assert out.returncode == 1 and "close and adj_close part by more than 10% in one bar at 1 row(s): 2010-06-01" in out.stdout, out.stdout
+    assert "'adjust': True" in out.stdout and "adjusted prices by adj_close / close" in out.stdout, out.stdout
+    plain = load_experiment({"data": {"dataset": str(tmp_path / "SPLIT.csv")}})
+    with pytest.raises(ValueError, match="a split the close does not include"): load_bars(plain.data, "SPLIT")
+    cfg = load_experiment({"data": {"dataset": str(tmp_path / "SPLIT.csv"), "repairs": {"adjust": True}}})
+    bars = load_bars(cfg.data, "SPLIT")
+    assert bars["close"].pct_change().abs().max() < 0.2 and np.allclose(bars["close"], df["adj_close"])
+
+
+def test_check_names_the_asset_column_of_a_long_file_instead_of_merging_assets(tmp_path):
+    new_york_long(tmp_path / "long.csv")
+    out = atf("datasets", "--check", "long.csv", "--time-col", "Timestamp", cwd=tmp_path)
+    assert out.returncode == 1 and "one file of several assets? name its asset column" in out.stdout, out.stdout
+    assert "'Ticker'" in out.stdout and "keep_last" not in out.stdout, out.stdout
+
+
+def test_export_refuses_a_rule_study_run(tmp_path):
+    (tmp_path / "study.yaml").write_text("name: ko\ndata: {dataset: sp500_stocks, assets: [KO], start: '2010-01-01', end: '2015-12-31'}\n"
+                                         "strategy: {fast: [10], slow: [50]}\nwalk_forward: {train: 730D, validation: 365D, test: 365D}\n"
+                                         "output_dir: out\n")
+    assert atf("walk-forward", "study.yaml", "--run-id", "s", "-q", "--no-tearsheet", cwd=tmp_path).returncode == 0
+    out = atf("export", "out/s", cwd=tmp_path)
+    assert out.returncode == 2 and "is a rule study run: only experiment runs hold models to export" in out.stderr, out.stderr
