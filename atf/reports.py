@@ -102,13 +102,16 @@ def line_points(index: pd.Index, values) -> tuple:
 def _figure(title: str, height: int = 300, **layout) -> go.Figure:
     return go.Figure().update_layout(title=title, height=height, margin=dict(t=50, b=30), **layout)
 
-def equity_figure(series: dict[str, pd.Series], title: str = "Growth of 1 (log scale)") -> go.Figure:
-    "Growth of 1 of every series, log y-axis."
-    fig = _figure(title, 380, yaxis_type="log")
+def _lines(fig: go.Figure, series: dict[str, pd.Series], fn) -> go.Figure:
+    "One line per series of `fn(returns)`, through `line_points`."
     for name, r in series.items():
-        x, y = line_points(r.index, _equity(r))
+        x, y = line_points(r.index, fn(r))
         fig.add_scatter(x=x, y=y, name=name)
     return fig
+
+def equity_figure(series: dict[str, pd.Series], title: str = "Growth of 1 (log scale)") -> go.Figure:
+    "Growth of 1 of every series, log y-axis."
+    return _lines(_figure(title, 380, yaxis_type="log"), series, _equity)
 
 def drawdown_figure(series: dict[str, pd.Series]) -> go.Figure:
     "Drawdown from the running peak (initial capital included) of every series; the first is filled."
@@ -138,11 +141,7 @@ def rolling_beta(returns: pd.Series, benchmark: pd.Series, window: int) -> pd.Se
 # %% ../nbs/07_reports.ipynb #1215453c
 def rolling_figure(series: dict[str, pd.Series], fn, title: str, **layout) -> go.Figure:
     "One line per series of `fn(returns)` (a rolling statistic)."
-    fig = _figure(title, **layout)
-    for name, r in series.items():
-        x, y = line_points(r.index, fn(r))
-        fig.add_scatter(x=x, y=y, name=name)
-    return fig
+    return _lines(_figure(title, **layout), series, fn)
 
 def pnl_histogram(series: dict[str, pd.Series]) -> go.Figure:
     "Distribution of bar returns in 80 common bins (counted here: the page holds counts, not bars), flat bars left out."
