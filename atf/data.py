@@ -538,7 +538,11 @@ def files_dataset(source: str | Path,             # a file, a glob ("prices/*.cs
     elif len(files := {_stem(p): str(p) for p in paths}) < len(paths):
         raise ValueError(f"{source}: two files hold the same asset name: {[p.name for p in paths]}")
     check_repairs(repairs or {}, f"{name or source}: repairs"); check_tz(tz)
-    return Dataset(str(name or source), description or f"your files: {source}", "", "", files, "", "your files", "",
+    return _your_files(str(name or source), description or f"your files: {source}", files, time_col, tz, asset_col, repairs)
+
+def _your_files(name: str, description: str, files: Mapping[str, str], time_col, tz, asset_col, repairs) -> Dataset:
+    "The `Dataset` of your files (absolute paths, read by `read_bars`): one constructor for new ones and recorded ones."
+    return Dataset(name, description, "", "", dict(files), "", "your files", "",
                    partial(read_bars, time_col=time_col, asset_col=asset_col), dict(repairs or {}),
                    time_col=time_col, tz=tz, asset_col=asset_col)
 
@@ -613,9 +617,8 @@ def data_record(d: Dataset, assets: Iterable[str], repairs: Mapping | None = Non
 def dataset_from_record(rec: Mapping) -> Dataset:
     "The dataset a run recorded: the built-in one, or your files rebuilt from the record alone."
     if rec["origin"] == "package": return get_dataset(rec["dataset"])
-    return Dataset(rec["dataset"], "recorded by a run", "", "", {a: f["path"] for a, f in rec["files"].items()}, "",
-                   "your files", "", partial(read_bars, time_col=rec["time_col"], asset_col=rec["asset_col"]),
-                   rec.get("repairs") or {}, time_col=rec["time_col"], tz=rec["tz"], asset_col=rec["asset_col"])
+    return _your_files(rec["dataset"], "recorded by a run", {a: f["path"] for a, f in rec["files"].items()},
+                       rec["time_col"], rec["tz"], rec["asset_col"], rec.get("repairs"))
 
 # %% ../nbs/01_data.ipynb #aa929257
 def infer_frequency(index: pd.DatetimeIndex) -> str:
@@ -644,9 +647,9 @@ def _check_asset(d: Dataset, asset: str) -> dict:
     steps = pd.Series(raw.index.unique().sort_values()).diff()
     gaps = steps[steps > pd.Timedelta(pd.tseries.frequencies.to_offset(freq or "D"))]
     needed, problems = _needed_repairs(raw, freq), ohlcv_problems(raw)
-    if d.asset_col is None and raw.index.duplicated().mean() > 0.2:       # rows of several assets, not repeated bars
+    if d.asset_col is None and (repeated := raw.index.duplicated().mean()) > 0.2:   # rows of several assets, not repeated bars
         others = [c for c in _header(Path(dataset_path(d, asset))) if _canonical(c) not in _WANTED | {_canonical(d.time_col or "")}]
-        problems.insert(0, f"{raw.index.duplicated().mean():.0%} of rows repeat a timestamp: one file of several assets? "
+        problems.insert(0, f"{repeated:.0%} of rows repeat a timestamp: one file of several assets? "
                            f"name its asset column (--asset-col, data.asset_col); other columns: {others}")
         needed = {}                                                       # keeping one row per time would mix assets
     fixed, rep = repair_ohlcv(raw, **needed) if needed else (raw, RepairReport())
