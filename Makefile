@@ -18,7 +18,7 @@ $(STAMP): settings.ini setup.py requirements/constraints.txt requirements/data.t
 	scripts/ensure-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q pip==25.3
-	$(PIP) install -q -c requirements/constraints.txt -e '.[dev,bench,serve]'
+	$(PIP) install -q -c requirements/constraints.txt -e '.[dev,bench,serve,scale]'
 	$(PIP) install -q --no-deps -r requirements/data.txt
 	touch $(STAMP)
 
@@ -38,8 +38,9 @@ test-sync: install
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers $(NBDEV_WORKERS) --timing
 
-test-py: install
-	$(BIN)/python -m pytest -n 2 tests
+test-py: install  ## pytest; PostgreSQL 15 for the shared-storage tests, Ray tests in one worker (one cluster)
+	scripts/ensure-system-deps.sh postgresql-15
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 test-container: install  ## build the serving image with podman, run it, check /ready and /predict, remove it
 	scripts/container-smoke.sh
@@ -71,6 +72,7 @@ bench: install  ## speed versus peers, ratios printed
 	$(BIN)/python benchmarks/bench_env.py
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:  ## remove the venv and generated folders (keeps reports/)
 	rm -rf $(VENV) _proc _docs *.egg-info

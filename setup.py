@@ -43,7 +43,7 @@ setuptools.setup(
     python_requires=f">={cfg['min_python']}",
     install_requires=_reqs("requirements"),
     extras_require={"dev": _reqs("dev_requirements"), "bench": _reqs("bench_requirements"),
-                    "serve": _reqs("serve_requirements")},
+                    "serve": _reqs("serve_requirements"), "scale": _reqs("scale_requirements")},
     entry_points={
         "console_scripts": cfg["console_scripts"].split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

@@ -70,8 +70,11 @@ def _walk_forward(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #54b8dbcc
 def _experiment(args) -> int:
-    from atf.experiments import load_experiment, run_experiment   # loaded when the command runs: see above
+    from atf.experiments import check_scale, load_experiment, run_experiment   # loaded when the command runs: see above
     cfg = load_experiment(args.config)
+    for key in ("executor", "address", "workers"):
+        if getattr(args, key) is not None: setattr(cfg.execution, key, getattr(args, key))
+    check_scale(cfg)
     if args.output_dir: cfg.output_dir = args.output_dir
     if args.trials is not None and args.trials < 1: raise ValueError(f"--trials {args.trials}: must be >= 1")
     if args.trials is not None: cfg.tuning.n_trials = args.trials
@@ -84,7 +87,7 @@ def _experiment(args) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #03881432
-def dashboard_storage(target: str | None = None,       # a run folder, an Optuna SQLite file or a storage URL; None: the newest run
+def dashboard_storage(target: str | None = None,       # a run folder, an Optuna SQLite file, journal:FILE or a storage URL; None: the newest run
                       reports: str | Path = "reports", # the folder of run folders searched when `target` is None
                      ) -> str:
     "The storage URL `atf dashboard` serves; FileNotFoundError names a path that does not exist (nothing is created)."
@@ -94,6 +97,9 @@ def dashboard_storage(target: str | None = None,       # a run folder, an Optuna
         runs = sorted(Path(reports).glob(f"*/{db('.').name}"), key=lambda p: p.stat().st_mtime)
         if not runs: raise FileNotFoundError(f"no run folder with {db('.').name} under {reports}: pass a run folder or a storage")
         return f"sqlite:///{runs[-1].resolve()}"
+    if target.startswith("journal:"):                                               # a journal file: must exist too
+        if not (path := Path(target.removeprefix("journal:"))).is_file(): raise FileNotFoundError(f"{path}: no such Optuna storage (nothing created)")
+        return f"journal:{path.resolve()}"
     path = Path(target.removeprefix("sqlite:///")) if target.startswith("sqlite:///") or "://" not in target else None
     if path is not None and path.is_dir(): path = db(path)
     if path is not None and not path.is_file(): raise FileNotFoundError(f"{path}: no such Optuna storage (nothing created)")
@@ -101,10 +107,11 @@ def dashboard_storage(target: str | None = None,       # a run folder, an Optuna
 
 def _dashboard(args) -> int:
     from optuna_dashboard import run_server   # loaded when the command runs: see above
+    from atf.tuning import open_storage       # loaded when the command runs: see above
     storage = dashboard_storage(args.target, (project_root() or Path.cwd()) / "reports")
     print(f"optuna-dashboard on http://{args.host}:{args.port}  ({storage}"
           f"{', the newest run folder' if args.target is None else ''})", flush=True)
-    try: run_server(storage, host=args.host, port=args.port)     # in this process: stopping atf stops the server
+    try: run_server(open_storage(storage), host=args.host, port=args.port)     # in this process: stopping atf stops the server
     except KeyboardInterrupt: pass
     except OSError as e: raise RuntimeError(f"{args.host}:{args.port}: {e.strerror or e}") from None
     return 0
@@ -143,6 +150,9 @@ def _add_experiment(sub) -> None:
     _run_options(e)
     e.add_argument("--trials", type=int, help="override tuning.n_trials")
     e.add_argument("--git-commit", action="store_true", help="commit the memory-bank summary (only it) to git")
+    e.add_argument("--executor", choices=["serial", "processes", "ray"], help="override execution.executor: where fold tasks run")
+    e.add_argument("--address", help="override execution.address: a Ray cluster ('host:port' or 'auto') for --executor ray")
+    e.add_argument("--workers", type=int, help="override execution.workers: processes, or CPUs of a local Ray instance")
     e.set_defaults(func=_experiment)
 
 # %% ../nbs/09_cli.ipynb #cdb2c66a

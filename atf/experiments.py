@@ -5,12 +5,10 @@
 # %% ../nbs/15_experiments.ipynb #e37d747f
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,10 +16,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 import yaml
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-from tqdm.auto import tqdm
 
 import atf
 from .backtest import REBALANCE
@@ -31,20 +27,21 @@ from .features import FeatureSpec, direction_labels, make_features
 from .learners import FoldData, LogisticLearner, learner_class
 from .memory import commit_summary, record_run
 from .metrics import call_summary, infer_periods_per_year, summary
+from .scaling import ExecutionConfig, SerialExecutor, TaskCache, check_execution, make_executor, run_tasks
 from .reports import (bar_label, best_params_table, chart_title, history_figure, importance_figure, param_stability,
                          regime_figure, regime_labels, regime_table, save_png_charts, write_quantstats, write_report,
                          write_runs_index)
 from .trainers.supervised import TrainParams
-from .tuning import PRUNERS, create_storage, default_storage, tune
+from .tuning import PRUNERS, check_storage, create_storage, default_storage, drop_study, open_storage, tune
 from .validation import Fold, fold_returns, stitch_account
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'EXECUTORS', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig',
-           'ExecutionConfig', 'ExperimentConfig', 'load_experiment', 'fold_objective', 'prepare', 'periods_for',
-           'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'SerialExecutor', 'ProcessExecutor', 'make_executor',
-           'fold_tasks', 'run_asset', 'report_key', 'run_experiment']
+__all__ = ['log', 'BACKENDS', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig',
+           'ExperimentConfig', 'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare',
+           'periods_for', 'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'fold_tasks', 'account', 'run_asset',
+           'report_key', 'begin_run', 'run_folds', 'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -66,7 +63,9 @@ class TuningConfig:
     patience: int | None = None
     max_failures: int | None = 5       # trials in a row failing with one error stop the run, naming it; null: never
     metric: str = "sharpe"
-    storage: str | None = None
+    storage: str | None = None         # Optuna storage URL (sqlite:///, journal:PATH, postgresql://...); None: SQLite in the run folder
+    n_workers: int = 1                 # worker processes on each fold's study (share `storage`: journal or PostgreSQL)
+    backend: str = "optuna"            # optuna | ray_tune (trials as Ray Tune trials: OptunaSearch + ASHA)
 
 @dataclass
 class TradingConfig:
@@ -93,12 +92,6 @@ class RLConfig:
 
 # %% ../nbs/15_experiments.ipynb #51a85746
 @dataclass
-class ExecutionConfig:
-    "How fold tasks run: 'serial' in this process, or 'process' in a pool of `workers` processes."
-    executor: str = "serial"
-    workers: int | None = None         # process pool size; None: every core
-
-@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     data: DataConfig = field(default_factory=DataConfig)
@@ -120,6 +113,25 @@ class ExperimentConfig:
     tearsheet: bool = True                               # quantstats' HTML tear sheet beside each report (seconds each)
 
 # %% ../nbs/15_experiments.ipynb #578b7354
+BACKENDS = ("optuna", "ray_tune")
+
+def check_scale(cfg: ExperimentConfig) -> None:
+    "The `execution` block and the tuning workers/backend, each mistake one line naming its key."
+    try: check_execution(cfg.execution)
+    except ValueError as e: raise ConfigError(str(e)) from None
+    t = cfg.tuning
+    if isinstance(t.n_workers, bool) or not isinstance(t.n_workers, int) or t.n_workers < 1:
+        raise ConfigError(f"tuning.n_workers: {t.n_workers!r} must be a whole number >= 1")
+    if t.storage is not None:
+        try: check_storage(t.storage)
+        except ValueError as e: raise ConfigError(f"tuning.{e}") from None
+    if t.backend not in BACKENDS: raise ConfigError(f"tuning.backend: {t.backend!r} not in {list(BACKENDS)}")
+    if cfg.execution.address and not (cfg.execution.executor == "ray" or t.backend == "ray_tune"):
+        raise ConfigError("execution.address: a Ray cluster for executor 'ray' or tuning.backend 'ray_tune'; neither is chosen")
+    if t.backend == "ray_tune" and cfg.execution.executor != "serial":
+        raise ConfigError(f"tuning.backend: ray_tune spreads each fold's trials over the cluster itself; use it with "
+                          f"execution.executor serial (not {cfg.execution.executor!r})")
+
 def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     "Read and check an experiment config; every mistake names its key."
     cfg = build_config(ExperimentConfig, source)
@@ -133,10 +145,7 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     for key in ("atr_window", "volume_window"):
         if isinstance(v := getattr(cfg.features, key), str) and v != "auto":
             raise ConfigError(f"features.{key}: {v!r} must be a whole number, null or 'auto'")
-    if cfg.execution.executor not in ("serial", "process"):
-        raise ConfigError(f"execution.executor: {cfg.execution.executor!r} not in ['serial', 'process']")
-    if cfg.execution.workers is not None and (not isinstance(cfg.execution.workers, int) or cfg.execution.workers < 1):
-        raise ConfigError(f"execution.workers: {cfg.execution.workers!r} must be a whole number >= 1 (or omitted)")
+    check_scale(cfg)
     if cfg.tuning.pruner not in (*PRUNERS, None): raise ConfigError(f"tuning.pruner: {cfg.tuning.pruner!r} not in {list(PRUNERS)}")
     if cfg.trading.rebalance not in REBALANCE: raise ConfigError(f"trading.rebalance: {cfg.trading.rebalance!r} not in {list(REBALANCE)}")
     ppy = cfg.data.periods_per_year
@@ -150,10 +159,19 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     return cfg
 
 # %% ../nbs/15_experiments.ipynb #c802bf4b
-def fold_objective(data: FoldData, train_idx, val_idx, cfg: ExperimentConfig):
-    "An atf.tuning objective that sees only these training and validation bars: the config's learner, validated."
-    learner = learner_class(cfg.model.name)
-    return lambda params, report: learner(cfg, params).validate(data, train_idx, val_idx, report)
+@dataclass
+class FoldObjective:
+    "An atf.tuning objective that sees only these training and validation bars: the config's learner, validated (picklable, for tuning workers)."
+    data: FoldData
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    cfg: ExperimentConfig
+    def __call__(self, params: dict, report) -> float:
+        return learner_class(self.cfg.model.name)(self.cfg, params).validate(self.data, self.train_idx, self.val_idx, report)
+
+def fold_objective(data: FoldData, train_idx, val_idx, cfg: ExperimentConfig) -> FoldObjective:
+    "The objective of one fold's study."
+    return FoldObjective(data, train_idx, val_idx, cfg)
 
 # %% ../nbs/15_experiments.ipynb #f8153063
 def prepare(cfg: ExperimentConfig, asset: str, timeframe: str) -> pd.DataFrame:
@@ -186,6 +204,14 @@ class FoldTask:
     @property
     def key(self) -> str: return f"{self.asset}_{self.timeframe}"
 
+    @property
+    def hash(self) -> str:
+        "SHA-256 of what decides the result: the config (less `execution`, which only says where it runs), asset, timeframe, fold."
+        h = hashlib.sha256(json.dumps({k: v for k, v in asdict(self.cfg).items() if k != "execution"}, sort_keys=True, default=str).encode())
+        h.update(f"|{self.asset}|{self.timeframe}|{self.fold.number}|{self.save_model is not None}".encode())
+        for seg in (self.fold.train, self.fold.validation, self.fold.test): h.update(np.asarray(seg, dtype=np.int64).tobytes() + b"|")
+        return h.hexdigest()
+
 @dataclass
 class FoldResult:
     "What a fold task returns: test positions of the model and the baseline, its folds-table row, where its study is."
@@ -214,10 +240,12 @@ def run_fold(task: FoldTask) -> FoldResult:
     cfg, fold, out = task.cfg, task.fold, Path(task.out)
     data, learner = fold_inputs(cfg, task.asset, task.timeframe), learner_class(cfg.model.name)
     study, storage = f"{out.name}-{task.key}-fold{fold.number}", cfg.tuning.storage or default_storage(out)
+    drop_study(storage, study)       # trials of an attempt that died (a killed node or driver): the task starts afresh
     tr = tune(fold_objective(data, fold.train, fold.validation, cfg), cfg.search_space or learner.default_space(cfg.model.name),
               n_trials=cfg.tuning.n_trials, timeout=cfg.tuning.timeout, direction=learner.direction(cfg), storage=storage,
               study_name=study, seed=cfg.seed + fold.number, pruner=cfg.tuning.pruner, patience=cfg.tuning.patience,
-              max_failures=cfg.tuning.max_failures)
+              max_failures=cfg.tuning.max_failures, n_workers=cfg.tuning.n_workers, backend=cfg.tuning.backend,
+              address=cfg.execution.address if cfg.tuning.backend == "ray_tune" else None)
     if not tr.best_params: raise RuntimeError(f"{study}: no trial completed ({tr.counts})")
     model = learner(cfg, tr.best_params).fit(data, fold.train, fold.validation)
     baseline = LogisticLearner(cfg, {}, min_confidence=0.0).fit(data, fold.train).positions(data, fold.test)
@@ -226,46 +254,18 @@ def run_fold(task: FoldTask) -> FoldResult:
     saved = model.save(Path(task.save_model)) if task.save_model else None
     return FoldResult(fold.number, model.positions(data, fold.test), baseline.rename("logistic"), row, (study, storage), saved)
 
-# %% ../nbs/15_experiments.ipynb #d4a0b526
-class SerialExecutor:
-    "Run tasks one after another in this process."
-    def map(self, fn, tasks: list, desc: str = "tasks", progress: bool = True) -> list:
-        return [fn(t) for t in tqdm(tasks, desc=desc, disable=not progress)]
-
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-class ProcessExecutor:
-    "Run tasks in a pool of spawned processes (one PyTorch thread each); results come back in task order."
-    def __init__(self, workers: int | None = None): self.workers = workers or os.cpu_count() or 1
-    def map(self, fn, tasks: list, desc: str = "tasks", progress: bool = True) -> list:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_one_thread) as pool:
-            futures = [pool.submit(fn, t) for t in tasks]
-            for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not progress): pass
-            return [f.result() for f in futures]
-
-EXECUTORS = {"serial": SerialExecutor, "process": ProcessExecutor}
-
-def make_executor(cfg: ExperimentConfig):
-    "The executor the config's `execution` block names."
-    return EXECUTORS[cfg.execution.executor](**({"workers": cfg.execution.workers} if cfg.execution.executor == "process" else {}))
-
 # %% ../nbs/15_experiments.ipynb #9ffa5d7b
 def fold_tasks(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path) -> list[FoldTask]:
-    "The fold tasks of one asset x timeframe; the last one saves its refit model."
+    "The fold tasks of one asset x timeframe (paths absolute, for workers elsewhere); the last one saves its refit model."
     folds = cfg.walk_forward.splitter(cfg.label.horizon).split(fold_inputs(cfg, asset, timeframe).bars)
-    suffix = learner_class(cfg.model.name).suffix
+    out, suffix = Path(out).resolve(), learner_class(cfg.model.name).suffix
     return [FoldTask(cfg, asset, timeframe, f, str(out), str(out / f"model_{asset}_{timeframe}{suffix}") if f is folds[-1] else None)
             for f in folds]
 
-def run_asset(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path, progress: bool = True, executor=None) -> dict:
-    "Nested walk-forward of one asset x timeframe: fold tasks through the executor, then one continuous account."
+def account(cfg: ExperimentConfig, asset: str, timeframe: str, results: list[FoldResult]) -> dict:
+    "One continuous account of the model, the logistic baseline and buy-and-hold from the fold results (in fold order)."
     data = fold_inputs(cfg, asset, timeframe)
     df, P = data.bars, data.periods_per_year
-    tasks = fold_tasks(cfg, asset, timeframe, out)
-    create_storage(cfg.tuning.storage or default_storage(out))     # the schema once, before workers share the file
-    results = (executor or SerialExecutor()).map(run_fold, tasks, desc=f"{asset}_{timeframe} folds", progress=progress)
     pos, base = [r.positions for r in results], [r.baseline for r in results]
     costs = {**asdict(cfg.costs), "rebalance": cfg.trading.rebalance}
     hold = [pd.Series(1.0, w.index, name="buy_and_hold") for w in pos]
@@ -277,12 +277,19 @@ def run_asset(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path, prog
             "logistic": lres.net_returns, "logistic_positions": lres.positions.iloc[:, 0], "periods_per_year": P,
             "studies": [r.study for r in results], "model": results[-1].model_path, "close": df["close"]}
 
+def run_asset(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path, progress: bool = True, executor=None) -> dict:
+    "Nested walk-forward of one asset x timeframe: fold tasks through the executor (cached under out/tasks), then one account."
+    tasks = fold_tasks(cfg, asset, timeframe, out)
+    create_storage(cfg.tuning.storage or default_storage(out))     # the schema once, before workers share the file
+    results = run_tasks(executor or SerialExecutor(), run_fold, tasks, TaskCache(Path(out) / "tasks"), f"{asset}_{timeframe} folds", progress)
+    return account(cfg, asset, timeframe, results)
+
 # %% ../nbs/15_experiments.ipynb #cddab9d0
 def _fold_studies(studies: list[tuple[str, str]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Every trial of each fold's study (fold, number, value, state) and each fold's fANOVA importances (seed 0)."
     trials, importance = [], {}
     for k, (name, storage) in enumerate(studies):                  # studies come in fold order
-        study = optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=open_storage(storage))
         trials.append(study.trials_dataframe(attrs=("number", "value", "state")).assign(fold=k))
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if len(done) >= 2 and len(study.best_params) > 1:
@@ -336,32 +343,59 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
     return table, reg, stab
 
 # %% ../nbs/15_experiments.ipynb #383715d4
+def _comparable(cfg: ExperimentConfig, data: dict) -> dict:
+    return json.loads(json.dumps({"config": {k: v for k, v in asdict(cfg).items() if k != "execution"}, "data": data}, default=str))
+
+def begin_run(out: Path, cfg: ExperimentConfig, data: dict) -> None:
+    "Start a run folder, or check that a killed run being resumed there has the same config (`execution` aside) and data."
+    if (out / "run.json").exists() or (out / "metrics.csv").exists():
+        raise FileExistsError(f"{out} already holds a run: choose another run_id")
+    started, now = out / "tasks" / "started.json", _comparable(cfg, data)
+    if started.exists():
+        before = json.loads(started.read_text())
+        for part, what in (("config", "another config"), ("data", "other data files (or they changed since)")):
+            if before[part] != now[part]:
+                diff = sorted(k for k in set(before[part]) | set(now[part]) if before[part].get(k) != now[part].get(k))
+                raise ConfigError(f"{out}: this unfinished run was started with {what} (differs in {diff}); "
+                                  f"rerun with the same {part} or choose another run_id")
+        log.info("%s: resuming an unfinished run", out)
+    started.parent.mkdir(parents=True, exist_ok=True)      # the folder may exist: the papermill notebook of this run
+    started.write_text(json.dumps(now, indent=1))
+    (out / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(asdict(cfg), default=str)), sort_keys=False))
+
+def run_folds(cfg: ExperimentConfig, out: Path, progress: bool = True) -> dict:
+    "Every fold task of every asset x timeframe through the config's executor (cached in out/tasks): results by (asset, timeframe)."
+    keys = [(a, tf) for a in cfg.data.assets for tf in cfg.data.timeframes]
+    tasks = {}
+    for a, tf in keys:
+        df = fold_inputs(cfg, a, tf).bars
+        log.info("%s_%s: %d bars %s..%s", a, tf, len(df), df.index[0], df.index[-1])
+        tasks[a, tf] = fold_tasks(cfg, a, tf, out)
+    create_storage(cfg.tuning.storage or default_storage(out))     # the schema once, before workers share it
+    flat = [t for k in keys for t in tasks[k]]
+    results = iter(run_tasks(make_executor(cfg.execution), run_fold, flat, TaskCache(out / "tasks"), "fold tasks", progress))
+    return {k: [next(results) for _ in tasks[k]] for k in keys}
+
+# %% ../nbs/15_experiments.ipynb #7f59a06f
 def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: bool = True, git_commit_summary: bool = False) -> Path:
-    "Run every asset x timeframe, write reports under output_dir/run_id, record the run in the memory bank."
+    "Run (or resume) every asset x timeframe, write reports under output_dir/run_id, record the run in the memory bank."
     for asset in cfg.data.assets: prepare(cfg, asset, "native")     # each date range holds bars, before any work
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_id = run_id or f"{cfg.name}-{stamp}-{config_hash(cfg)[:6]}"
     out = Path(cfg.output_dir) / run_id
-    if (out / "run.json").exists() or (out / "metrics.csv").exists():
-        raise FileExistsError(f"{out} already holds a run: choose another run_id")
-    out.mkdir(parents=True, exist_ok=True)        # may exist already, holding the papermill notebook of this run
-    (out / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(asdict(cfg), default=str)), sort_keys=False))
     data = data_record(data_source(cfg.data), cfg.data.assets, cfg.data.repairs)       # path, size, sha256 of each file
+    begin_run(out, cfg, data)
     meta = {"run_id": run_id, "atf_version": atf.__version__, "git_commit": git_commit(), "config_hash": config_hash(cfg),
             "data_sha256": {a: f["sha256"] for a, f in data["files"].items()}}
     t0 = time.perf_counter()
-    metrics, folds, regimes, stability, periods, executor = {}, [], [], [], {}, make_executor(cfg)
-    for asset in cfg.data.assets:
-        for tf in cfg.data.timeframes:
-            key = f"{asset}_{tf}"
-            df = fold_inputs(cfg, asset, tf).bars
-            log.info("%s: %d bars %s..%s", key, len(df), df.index[0], df.index[-1])
-            r = run_asset(cfg, asset, tf, out, progress, executor)
-            periods[key] = r["periods_per_year"]
-            metrics[key], reg, stab = report_key(cfg, out, key, r, {**meta, "asset": asset, "timeframe": tf})
-            folds.append(r["folds"].assign(asset=asset, timeframe=tf))
-            regimes.append(reg.assign(asset=asset, timeframe=tf))
-            stability.append(stab.assign(asset=asset, timeframe=tf))
+    metrics, folds, regimes, stability, periods = {}, [], [], [], {}
+    for (asset, tf), results in run_folds(cfg, out, progress).items():
+        key, r = f"{asset}_{tf}", account(cfg, asset, tf, results)
+        periods[key] = r["periods_per_year"]
+        metrics[key], reg, stab = report_key(cfg, out, key, r, {**meta, "asset": asset, "timeframe": tf})
+        folds.append(r["folds"].assign(asset=asset, timeframe=tf))
+        regimes.append(reg.assign(asset=asset, timeframe=tf))
+        stability.append(stab.assign(asset=asset, timeframe=tf))
     pd.concat(metrics, axis=1).to_csv(out / "metrics.csv")
     pd.concat(folds).to_csv(out / "folds.csv")
     pd.concat(regimes).to_csv(out / "regimes.csv")

@@ -51,9 +51,12 @@ this README matches `nbs/index.ipynb`, runs every notebook as a test (`nbdev_tes
 `tests/`: hypothesis property tests of no look-ahead (backtest, features, resampling), metrics against quantstats
 and empyrical-reloaded on real data, the backtest against vectorbt and an explicit share-and-cash broker,
 walk-forward split invariants, a proof that tuning never sees a fold's test data, Optuna studies killed with -9 and
-resumed or shared by two processes, your own CSV through experiment, export and serve, and the `atf` command as a
-subprocess. It then executes the three papermill workflow notebooks (walk-forward, tuning, RL walk-forward) into
-`reports/`, builds and runs the serving image, and runs nbdev's docs processing. For the image it installs `podman`,
+resumed or shared by two processes, four worker processes on one study in a throwaway PostgreSQL 15 (installed with
+`apt-get` when missing) and on a journal file, experiments on a two-node Ray cluster started on this machine with a
+node and then the driver killed mid-run (same results as serial), Ray Tune trials stopped by ASHA, your own CSV
+through experiment, export and serve, and the `atf` command as a subprocess. It then executes the three papermill
+workflow notebooks (walk-forward, tuning, RL walk-forward) into `reports/`, builds and runs the serving image, and runs
+nbdev's docs processing. For the image it installs `podman`,
 `runc`, `debootstrap`, `uidmap` and `curl` with `apt-get` when missing, and when Docker Hub cannot be reached it
 builds its own Debian bookworm base with Python 3.11 by `debootstrap` (the image is about 480 MB, without torch). It
 takes about 16 minutes on 2 cores and exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs

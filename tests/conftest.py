@@ -1,10 +1,14 @@
 import logging
+import os
+import sys
 import warnings
 
 import pandas as pd
 import pytest
 
 from atf.data import load_dataset
+
+sys.path.insert(0, os.path.dirname(__file__))      # tests/ray_cluster.py
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)   # quantstats' findfont noise
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -43,3 +47,15 @@ def exported(tmp_path_factory) -> dict:
                              {"rl": {"total_timesteps": 256, "eval_every": 128, "n_envs": 2, "include_pnl": True},
                               "search_space": {"gamma": [0.99]}})}
     return {k: {"run": r, "model": export_run(r)[0]} for k, r in runs.items()}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    "A real Ray cluster on 127.0.0.1 for this test process: a head node with 2 CPUs (tests add worker nodes to it)."
+    from ray_cluster import Cluster
+    os.environ["RAY_AUTH_MODE"] = "disabled"          # nodes listen on 127.0.0.1 only
+    cluster = Cluster(tmp_path_factory.mktemp("ray"), head_cpus=2)
+    yield cluster
+    import ray
+    ray.shutdown()
+    cluster.stop()

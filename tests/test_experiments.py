@@ -171,7 +171,8 @@ def test_bad_rl_config_names_the_key():
 def test_fold_tasks_pickle_and_every_executor_gives_the_same_results(tmp_path):
     "A fold is a picklable task; serial and process-pool executors give identical out-of-sample results."
     import pickle
-    from atf.experiments import ProcessExecutor, SerialExecutor, fold_tasks, run_asset
+    from atf.experiments import fold_tasks, run_asset
+    from atf.scaling import ProcessExecutor, SerialExecutor
     cfg = load_experiment({**TINY, "tuning": {"n_trials": 2, "metric": "sharpe", "pruner": "none"}, "memory_bank": None})
     tasks = fold_tasks(cfg, "MSFT", "native", tmp_path / "t")
     assert len(tasks) >= 2 and pickle.loads(pickle.dumps(tasks[0])).fold.test.tolist() == tasks[0].fold.test.tolist()
@@ -183,3 +184,4 @@ def test_fold_tasks_pickle_and_every_executor_gives_the_same_results(tmp_path):
         pd.testing.assert_series_equal(a[k], b[k])
     pd.testing.assert_frame_equal(a["folds"], b["folds"])
     assert a["model"].exists() and b["model"].exists()
+    assert len(list((tmp_path / "a" / "tasks").glob("*.pkl"))) == len(tasks)       # each finished fold task cached
