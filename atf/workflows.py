@@ -6,16 +6,20 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 from pathlib import Path
 
-from .config import check_parameters
+from .config import ConfigError, check_parameters
+from .scaling import EXECUTORS
 
 # %% auto #0
-__all__ = ['INJECTED_HEADER', 'assignments', 'injected_parameters', 'check_workflow_parameters', 'route_parameters']
+__all__ = ['INJECTED_HEADER', 'CHOICES', 'assignments', 'check_choices', 'injected_parameters', 'check_workflow_parameters',
+           'route_parameters']
 
 # %% ../nbs/07b_workflows.ipynb #11139a1e
 INJECTED_HEADER = "# Parameters"    # the first line of the cell papermill's Python translator injects
+CHOICES = {"executor": list(EXECUTORS)}    # parameters whose value, when given, must be one of these
 
 def assignments(source: str, # the Python source of a cell
                ) -> dict:
@@ -29,6 +33,16 @@ def assignments(source: str, # the Python source of a cell
         except ValueError: out[target.id] = None
     return out
 
+def check_choices(given: dict, # name -> value passed in
+                  what: str = "parameter", # what the errors call a name
+                 ) -> dict:
+    "`given`, checked against `CHOICES`: ConfigError names a value that is not one of its parameter's (None: the default)."
+    for k, v in given.items():
+        if k in CHOICES and v is not None and v not in CHOICES[k]:
+            close = difflib.get_close_matches(str(v), CHOICES[k], n=1)
+            raise ConfigError(f"{what} {k}: {v!r} not in {CHOICES[k]}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return given
+
 # %% ../nbs/07b_workflows.ipynb #358bc986
 def injected_parameters(history: list[str], # IPython's input history (`In`), oldest first
                        ) -> tuple[dict, dict] | None:
@@ -40,9 +54,9 @@ def injected_parameters(history: list[str], # IPython's input history (`In`), ol
 
 def check_workflow_parameters(history: list[str], # `In` in the notebook: IPython's input history
                              ) -> dict:
-    "Call right after papermill's injected cell: ConfigError names an unknown parameter or a wrong type; the values."
+    "Call right after papermill's injected cell: ConfigError names an unknown parameter, a wrong type or value; the values."
     found = injected_parameters(history)
-    return {} if found is None else check_parameters(*found)
+    return {} if found is None else check_choices(check_parameters(*found))
 
 # %% ../nbs/07b_workflows.ipynb #e9b631ef
 def _tagged(nb: dict, tag: str) -> dict | None:
@@ -68,7 +82,7 @@ def route_parameters(paths: list[str | Path], # workflow notebooks papermill pre
     for p, nb in nbs.items():
         if (cell := _tagged(nb, "injected-parameters")) is None: continue
         given = assignments(_source(cell))
-        check_parameters(anywhere, given)                                          # unknown to every workflow
+        check_choices(check_parameters(anywhere, given))                           # unknown to every workflow, or a bad value
         check_parameters(declared[p], {k: v for k, v in given.items() if k in declared[p]}, f"{p.stem} parameter")
         dropped[p.stem] = [k for k in given if k not in declared[p]]
         cell["source"] = _without(_source(cell), dropped[p.stem])

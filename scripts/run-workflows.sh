@@ -2,8 +2,9 @@
 # Execute the parameterised workflow notebooks with papermill into reports/<run-id>/ and render them to HTML.
 # Usage: scripts/run-workflows.sh [RUN_SUFFIX] [-- papermill parameters: -p NAME VALUE, -r NAME TEXT, -y YAML, -f FILE]
 # Without parameters the notebooks' own CI-sized defaults are used (what `make test` runs). The same parameters go to
-# every workflow: a name no workflow declares, or a value of the wrong type, stops the script in one line before any
-# notebook runs; a name only some workflows declare (e.g. model, not in the RL one) goes only to those.
+# every workflow: a name no workflow declares, a value of the wrong type or a misspelt choice (-p executor proceses)
+# stops the script in one line before any notebook runs; a name only some workflows declare (e.g. model, not in the
+# RL one; executor and address, not in tune) goes only to those.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 suffix=${1:-$(date -u +%Y%m%dT%H%M%SZ)}; shift || true

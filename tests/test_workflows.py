@@ -7,7 +7,9 @@ import uuid
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -47,7 +49,8 @@ def test_papermill_refuses_a_parameter_of_the_wrong_type(tmp_path):
 @pytest.mark.parametrize("params, message", [
     (["-p", "assett", "MSFT"], "unknown parameter 'assett' (did you mean 'asset'?)"),
     (["-p", "n_trials", "five"], "parameter n_trials: expected int, got 'five'"),
-    (["-p", "asset", "MSFT", "-p", "model", "tcn", "-p", "max_epoch", "2"], "unknown parameter 'max_epoch' (did you mean 'max_epochs'?)")])
+    (["-p", "asset", "MSFT", "-p", "model", "tcn", "-p", "max_epoch", "2"], "unknown parameter 'max_epoch' (did you mean 'max_epochs'?)"),
+    (["-p", "executor", "proceses"], "parameter executor: 'proceses' not in ['serial', 'processes', 'ray'] (did you mean 'processes'?)")])
 def test_run_workflows_refuses_in_one_line_before_any_notebook(params, message):
     suffix = f"test-{uuid.uuid4().hex[:8]}"
     t0 = time.time()
@@ -66,3 +69,40 @@ def test_tune_workflow_runs_a_tcn(tmp_path):
     trials = optuna.load_study(study_name="tune-MSFT", storage=f"sqlite:///{tmp_path / 'tcn' / 'optuna.db'}").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert {"channels", "kernel"} <= set(trials[0].params) and "hidden" not in trials[0].params
+
+
+TINY_WF = ["-p", "n_trials", "1", "-p", "max_epochs", "1", "-p", "end", "2007-12-31", "-p", "train", "200",
+           "-p", "validation", "60", "-p", "test", "100"]       # two folds of AAPL: seconds of work
+
+
+def test_walk_forward_runs_its_folds_in_processes_with_the_default_results(tmp_path):
+    "`-p executor processes` overrides execution.executor; where the folds run changes nothing in the report."
+    runs = {}
+    for executor in (None, "processes"):
+        run_id = executor or "default"
+        res, seconds = papermill("walk_forward", tmp_path / f"{run_id}.ipynb", *TINY_WF, "-p", "output_dir", str(tmp_path),
+                                 "-p", "run_id", run_id, *(["-p", "executor", executor] if executor else []))
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[run_id] = tmp_path / run_id
+    for run_id, executor in (("default", "serial"), ("processes", "processes")):
+        assert yaml.safe_load((runs[run_id] / "config.yaml").read_text())["execution"]["executor"] == executor
+    for name in ("metrics.csv", "folds.csv", "oos_AAPL_native.csv"):
+        assert (runs["processes"] / name).read_text() == (runs["default"] / name).read_text(), name
+    assert len(pd.read_csv(runs["default"] / "folds.csv")) >= 2                      # folds enough for the pool to share
+
+
+@pytest.mark.parametrize("wf", ["walk_forward", "rl_walk_forward"])
+def test_a_misspelt_executor_stops_the_workflow_in_the_parameter_check(wf, tmp_path):
+    res, seconds = papermill(wf, tmp_path / "out.ipynb", "-p", "executor", "proceses", "-p", "output_dir", str(tmp_path / "runs"))
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1] == ("ConfigError: parameter executor: 'proceses' not in "
+                                                   "['serial', 'processes', 'ray'] (did you mean 'processes'?)")
+    assert executed_after_check(tmp_path / "out.ipynb") == [] and not (tmp_path / "runs").exists()
+
+
+def test_an_address_needs_executor_ray_before_any_fold(tmp_path):
+    "As `atf experiment --address` without --executor ray: check_scale names execution.address before the first fold."
+    res, _ = papermill("walk_forward", tmp_path / "out.ipynb", "-p", "address", "127.0.0.1:1", "-p", "output_dir", str(tmp_path / "runs"))
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1].startswith("ConfigError: execution.address: ")    # check_scale's own words
+    assert not (tmp_path / "runs").exists()
