@@ -1,7 +1,7 @@
 """Scale-out: how atf's work speeds up with more worker processes.
 
 --part folds: the demo LSTM experiment (configs/demo_experiment.yaml) widened to 2 assets x 2 timeframes, its fold
-tasks run serially (PyTorch's default threads), on a pool of 2 processes and on a local Ray instance with 2 CPUs (one
+tasks run serially (PyTorch's default threads, then one thread, to tell threading from parallelism), on a pool of 2 processes and on a local Ray instance with 2 CPUs (one
 thread per task): wall time of the fold phase (tuning, refits and test decisions of every fold; the reports after it are
 the same serial work for all three), speedup over serial, and proof that the stitched out-of-sample returns are equal.
 Ray's start-up is timed apart (it is paid once per process).
@@ -117,6 +117,7 @@ def fold_phase(cfg, out: Path) -> tuple[float, dict]:
 
 
 def bench_folds(a: argparse.Namespace) -> None:
+    import torch
     import yaml
     from atf.experiments import load_experiment
     from atf.scaling import ExecutionConfig, make_executor
@@ -125,20 +126,22 @@ def bench_folds(a: argparse.Namespace) -> None:
     base["data"]["assets"], base["memory_bank"], base["tearsheet"] = ["AAPL", "MSFT"], None, False
     runs, rows = {}, []
     with tempfile.TemporaryDirectory() as d:
-        for name, execution in (("serial", {}), ("processes", {"executor": "processes", "workers": 2}),
+        threads = torch.get_num_threads()
+        for name, execution in (("serial", {}), ("serial, 1 thread", {}), ("processes", {"executor": "processes", "workers": 2}),
                                 ("ray", {"executor": "ray", "workers": 2})):
             cfg = load_experiment({**base, "output_dir": d, "execution": execution or {"executor": "serial"}})
+            torch.set_num_threads(1 if name == "serial, 1 thread" else threads)   # apart: what threads do, what workers do
             start = 0.0
             if name == "ray":                                   # Ray's start-up, timed apart
                 t0 = time.perf_counter(); make_executor(cfg.execution).connect(); start = time.perf_counter() - t0
-            seconds, runs[name] = fold_phase(cfg, Path(d) / name)
+            seconds, runs[name] = fold_phase(cfg, Path(d) / name.replace(", ", "-").replace(" ", "-"))
             rows.append((name, seconds, start))
     print(f"folds: demo LSTM experiment on AAPL and MSFT x native and 1W bars, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"  {'executor':10s} {'fold phase s':>12s} {'speedup':>8s} {'start-up s':>10s} {'OOS returns equal to serial':>28s}")
+    print(f"  {'executor':16s} {'fold phase s':>12s} {'speedup':>8s} {'start-up s':>10s} {'OOS returns equal to serial':>28s}")
     for name, seconds, start in rows:
         equal = all(runs[name][k].equals(runs["serial"][k]) for k in runs["serial"])
-        print(f"  {name:10s} {seconds:12.1f} {rows[0][1] / seconds:7.2f}x {start:10.1f} {str(equal):>28s}")
+        print(f"  {name:16s} {seconds:12.1f} {rows[0][1] / seconds:7.2f}x {start:10.1f} {str(equal):>28s}")
 
 
 PARTS = {"trials": bench_trials, "folds": bench_folds}          # part name -> function(args); each part prints its own table
