@@ -23,8 +23,9 @@ from .data import DATASETS, Dataset, check_repairs, check_tz, load_dataset, reso
 from .validation import WalkForward
 
 # %% auto #0
-__all__ = ['DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'check_value', 'build', 'read_yaml', 'check_data',
-           'data_source', 'load_bars', 'resolve_data', 'build_config', 'config_hash', 'git_commit', 'check_parameters']
+__all__ = ['EXECUTOR_NAMES', 'DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'check_value', 'build', 'read_yaml',
+           'check_data', 'data_source', 'load_bars', 'resolve_data', 'build_config', 'config_hash', 'git_commit',
+           'check_parameters']
 
 # %% ../nbs/07a_config.ipynb #81e2393e
 @dataclass
@@ -66,6 +67,8 @@ class WalkForwardConfig:
 # %% ../nbs/07a_config.ipynb #8d6f424c
 class ConfigError(ValueError):
     "A config key is unknown, missing or has the wrong type; the message names it."
+
+EXECUTOR_NAMES = ("serial", "processes", "ray")   # where fold tasks run: atf.scaling.EXECUTORS, by name (light to import)
 
 _SCI = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")          # YAML 1.1 reads 1e-4 as text
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,16 +33,16 @@ from .reports import (bar_label, best_params_table, chart_title, history_figure,
                          regime_figure, regime_labels, regime_table, save_png_charts, write_quantstats, write_report,
                          write_runs_index)
 from .trainers.supervised import TrainParams
-from .tuning import PRUNERS, check_storage, create_storage, default_storage, drop_study, open_storage, tune
+from .tuning import BACKENDS, PRUNERS, absolute_storage, check_storage, create_storage, default_storage, open_storage, tune
 from .validation import Fold, fold_returns, stitch_account
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'BACKENDS', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig',
-           'ExperimentConfig', 'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare',
-           'periods_for', 'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'fold_tasks', 'account', 'run_asset',
-           'report_key', 'begin_run', 'run_folds', 'run_experiment']
+__all__ = ['log', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig', 'ExperimentConfig',
+           'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare', 'periods_for', 'FoldTask',
+           'FoldResult', 'fold_inputs', 'run_fold', 'fold_tasks', 'account', 'run_asset', 'report_key', 'begin_run',
+           'run_folds', 'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -113,8 +114,6 @@ class ExperimentConfig:
     tearsheet: bool = True                               # quantstats' HTML tear sheet beside each report (seconds each)
 
 # %% ../nbs/15_experiments.ipynb #578b7354
-BACKENDS = ("optuna", "ray_tune")
-
 def check_scale(cfg: ExperimentConfig) -> None:
     "The `execution` block and the tuning workers/backend, each mistake one line naming its key."
     try: check_execution(cfg.execution)
@@ -122,6 +121,11 @@ def check_scale(cfg: ExperimentConfig) -> None:
     t = cfg.tuning
     if isinstance(t.n_workers, bool) or not isinstance(t.n_workers, int) or t.n_workers < 1:
         raise ConfigError(f"tuning.n_workers: {t.n_workers!r} must be a whole number >= 1")
+    if t.n_workers > 1 and cfg.execution.executor == "processes":
+        raise ConfigError("tuning.n_workers: worker processes inside fold tasks that already share this machine's cores "
+                          "(execution.executor processes); choose one of the two")
+    if t.n_workers > 1 and cfg.execution.executor == "ray" and cfg.execution.cpus < t.n_workers:
+        raise ConfigError(f"execution.cpus: {cfg.execution.cpus} for fold tasks that each run tuning.n_workers={t.n_workers} processes")
     if t.storage is not None:
         try: check_storage(t.storage)
         except ValueError as e: raise ConfigError(f"tuning.{e}") from None
@@ -136,6 +140,10 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     "Read and check an experiment config; every mistake names its key."
     cfg = build_config(ExperimentConfig, source)
     learner_class(cfg.model.name).check(cfg)
+    if cfg.tuning.storage is not None:       # a relative file from the config's folder, absolute for workers elsewhere
+        base = Path(source).parent if isinstance(source, (str, Path)) else Path(".")
+        try: cfg.tuning.storage = absolute_storage(cfg.tuning.storage, base)
+        except ValueError as e: raise ConfigError(f"tuning.{e}") from None
     if cfg.label.horizon < 1: raise ConfigError("label.horizon must be >= 1")
     for key, value, low in [("tuning.n_trials", cfg.tuning.n_trials, 1), ("model.window", cfg.model.window, 1),
                             ("costs.fee_bps", cfg.costs.fee_bps, 0), ("costs.slippage_bps", cfg.costs.slippage_bps, 0),
@@ -206,9 +214,9 @@ class FoldTask:
 
     @property
     def hash(self) -> str:
-        "SHA-256 of what decides the result: the config (less `execution`, which only says where it runs), asset, timeframe, fold."
+        "SHA-256 of what decides the result: the config (less where it runs, but whether on a GPU), asset, timeframe, fold."
         h = hashlib.sha256(json.dumps({k: v for k, v in asdict(self.cfg).items() if k != "execution"}, sort_keys=True, default=str).encode())
-        h.update(f"|{self.asset}|{self.timeframe}|{self.fold.number}|{self.save_model is not None}".encode())
+        h.update(f"|{self.asset}|{self.timeframe}|{self.fold.number}|{self.save_model is not None}|gpu={self.cfg.execution.gpus > 0}".encode())
         for seg in (self.fold.train, self.fold.validation, self.fold.test): h.update(np.asarray(seg, dtype=np.int64).tobytes() + b"|")
         return h.hexdigest()
 
@@ -239,8 +247,9 @@ def run_fold(task: FoldTask) -> FoldResult:
     "Tune on the fold's train/validation bars, refit, decide its test positions: a pure function of the task."
     cfg, fold, out = task.cfg, task.fold, Path(task.out)
     data, learner = fold_inputs(cfg, task.asset, task.timeframe), learner_class(cfg.model.name)
-    study, storage = f"{out.name}-{task.key}-fold{fold.number}", cfg.tuning.storage or default_storage(out)
-    drop_study(storage, study)       # trials of an attempt that died (a killed node or driver): the task starts afresh
+    # a study of this attempt's own: one that died (a killed node or driver) and any process it left never write into it
+    study = f"{out.name}-{task.key}-fold{fold.number}-{uuid.uuid4().hex[:8]}"
+    storage = cfg.tuning.storage or default_storage(out)
     tr = tune(fold_objective(data, fold.train, fold.validation, cfg), cfg.search_space or learner.default_space(cfg.model.name),
               n_trials=cfg.tuning.n_trials, timeout=cfg.tuning.timeout, direction=learner.direction(cfg), storage=storage,
               study_name=study, seed=cfg.seed + fold.number, pruner=cfg.tuning.pruner, patience=cfg.tuning.patience,
@@ -344,16 +353,17 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
 
 # %% ../nbs/15_experiments.ipynb #383715d4
 def _comparable(cfg: ExperimentConfig, data: dict) -> dict:
-    return json.loads(json.dumps({"config": {k: v for k, v in asdict(cfg).items() if k != "execution"}, "data": data}, default=str))
+    return json.loads(json.dumps({"config": {k: v for k, v in asdict(cfg).items() if k != "execution"}, "data": data,
+                                  "code": {"atf": atf.__version__, "git_commit": git_commit()}}, default=str))
 
 def begin_run(out: Path, cfg: ExperimentConfig, data: dict) -> None:
     "Start a run folder, or check that a killed run being resumed there has the same config (`execution` aside) and data."
-    if (out / "run.json").exists() or (out / "metrics.csv").exists():
-        raise FileExistsError(f"{out} already holds a run: choose another run_id")
+    if (out / "run.json").exists(): raise FileExistsError(f"{out} already holds a run: choose another run_id")
     started, now = out / "tasks" / "started.json", _comparable(cfg, data)
     if started.exists():
         before = json.loads(started.read_text())
-        for part, what in (("config", "another config"), ("data", "other data files (or they changed since)")):
+        for part, what in (("config", "another config"), ("data", "other data files (or they changed since)"),
+                           ("code", "another version of atf")):
             if before[part] != now[part]:
                 diff = sorted(k for k in set(before[part]) | set(now[part]) if before[part].get(k) != now[part].get(k))
                 raise ConfigError(f"{out}: this unfinished run was started with {what} (differs in {diff}); "

@@ -12,11 +12,12 @@ import pickle
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from .config import EXECUTOR_NAMES
 from .tuning import connect_ray
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,14 @@ class ProcessExecutor:
         results = [None] * len(tasks)
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_one_thread) as pool, _progress(len(tasks), desc, progress) as bar:
             futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-            for f in as_completed(futures):
-                results[futures[f]] = f.result()
-                if on_result: on_result(futures[f], results[futures[f]])
-                bar.update()
+            try:
+                for f in as_completed(futures):
+                    results[futures[f]] = f.result()
+                    if on_result: on_result(futures[f], results[futures[f]])
+                    bar.update()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)     # the error now, not after every queued task has run
+                raise
         return results
 
 # %% ../nbs/15a_scaling.ipynb #3229fbe3
@@ -76,8 +81,17 @@ class RayExecutor:
         "The `ray` module, joined to this executor's cluster (`atf.tuning.connect_ray`: a local instance when no address is given)."
         return connect_ray(self.address, self.workers)
 
+    def check_fits(self, ray) -> None:
+        "ValueError when no live node has the CPUs and GPUs a task asks for (Ray would wait for one forever)."
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+        if not any(n.get("CPU", 0) >= self.cpus and n.get("GPU", 0) >= self.gpus for n in nodes):
+            most = {k: max((n.get(k, 0) for n in nodes), default=0) for k in ("CPU", "GPU")}
+            raise ValueError(f"execution.cpus {self.cpus} / execution.gpus {self.gpus}: no node of the cluster has them "
+                             f"(the largest has {most['CPU']:g} CPUs, {most['GPU']:g} GPUs)")
+
     def map(self, fn: Callable, tasks: list, desc: str = "tasks", progress: bool = True, on_result: Callable | None = None) -> list:
         ray = self.connect()
+        self.check_fits(ray)
         remote = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries)(_in_ray_worker)
         refs = {remote.remote(fn, t, int(self.cpus)): i for i, t in enumerate(tasks)}
         results, pending = [None] * len(tasks), list(refs)
@@ -86,9 +100,10 @@ class RayExecutor:
                 done, pending = ray.wait(pending, num_returns=1)
                 i = refs[done[0]]
                 try: results[i] = ray.get(done[0])
-                except ray.exceptions.RayTaskError as e:
+                except ray.exceptions.RayError as e:
                     for ref in pending: ray.cancel(ref)
-                    raise e.as_instanceof_cause() from None
+                    if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None: raise e.cause from None  # the task's own error
+                    raise RuntimeError(f"ray task {i} lost: {type(e).__name__}: {str(e).splitlines()[0]}") from None
                 if on_result: on_result(i, results[i])
                 bar.update()
         return results
@@ -129,7 +144,7 @@ def run_tasks(executor,                      # any executor (`map(fn, tasks, des
     return results
 
 # %% ../nbs/15a_scaling.ipynb #9d8df65b
-EXECUTORS = {"serial": SerialExecutor, "processes": ProcessExecutor, "ray": RayExecutor}
+EXECUTORS = dict(zip(EXECUTOR_NAMES, (SerialExecutor, ProcessExecutor, RayExecutor)))
 
 @dataclass
 class ExecutionConfig:

@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'Objective', 'DEFAULT_SPACE', 'SPEC_KEYS', 'STORAGE_HELP', 'PRUNERS', 'BACKENDS', 'PICKLE_HINT', 'Pruned',
-           'TrialsFailing', 'metric_direction', 'check_spec', 'check_space', 'suggest', 'default_storage',
-           'check_storage', 'open_storage', 'create_storage', 'drop_study', 'TuneResult', 'tune', 'record_study',
-           'check_picklable', 'ray_tune_dir', 'connect_ray']
+           'TrialsFailing', 'metric_direction', 'check_spec', 'check_space', 'suggest', 'distributions',
+           'default_storage', 'check_storage', 'open_storage', 'create_storage', 'absolute_storage', 'drop_study',
+           'TuneResult', 'tune', 'record_study', 'check_picklable', 'ray_tune_dir', 'connect_ray']
 
 # %% ../nbs/13_tuning.ipynb #283ec57b
 class Pruned(Exception):
@@ -94,6 +94,16 @@ def suggest(trial, space: Mapping[str, Any]) -> dict:
         else: params[name] = s["value"]
     return params
 
+def distributions(space: Mapping[str, Any]) -> dict:
+    "The Optuna distribution `suggest` draws each non-fixed parameter of a checked space from (to record trials run elsewhere)."
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    out = {}
+    for name, s in space.items():
+        if s["type"] == "float": out[name] = FloatDistribution(s["low"], s["high"], log=s.get("log", False), step=s.get("step"))
+        elif s["type"] == "int": out[name] = IntDistribution(s["low"], s["high"], log=s.get("log", False), step=s.get("step", 1))
+        elif s["type"] == "categorical": out[name] = CategoricalDistribution(s["choices"])
+    return out
+
 # %% ../nbs/13_tuning.ipynb #69a622bd
 def default_storage(directory: str | Path = "reports") -> str:
     "SQLite file under `directory` (created)."
@@ -140,6 +150,21 @@ def open_storage(url: str, # a storage URL (see `check_storage`)
 def create_storage(url: str) -> None:
     "Create the storage now (tables, journal file): once, before several processes open a new one at the same time."
     open_storage(url)
+
+def absolute_storage(url: str,              # a storage URL (see `check_storage`)
+                     base: str | Path = ".", # the folder a relative file is read from (an experiment's: its config file's)
+                    ) -> str:
+    "`url` with a relative SQLite or journal file made absolute, so that workers elsewhere open the same file; in-memory SQLite refused."
+    kind = check_storage(url)
+    if kind == "journal":
+        path = Path(url.removeprefix("journal:"))
+        return url if path.is_absolute() else f"journal:{(Path(base) / path).resolve()}"
+    if kind == "sqlite":
+        from sqlalchemy.engine import make_url
+        db = make_url(url).database
+        if not db or db == ":memory:": raise ValueError(f"storage {url!r}: in-memory SQLite is private to one process; name a file")
+        return url if Path(db).is_absolute() else f"sqlite:///{(Path(base) / db).resolve()}"
+    return url
 
 # %% ../nbs/13_tuning.ipynb #a8eaa0e7
 def drop_study(storage: str,    # storage URL (see `check_storage`)
@@ -198,10 +223,13 @@ def _n_finished(trials: list) -> int:
     from optuna.trial import TrialState
     return len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
 
+_STOPPED = "stopped before it finished"
+
 def _failing(trials: list, max_failures: int) -> tuple | None:
     "(error, params) when the study's last `max_failures` ended trials all failed with one error, else None."
     from optuna.trial import TrialState
-    ended = sorted((t for t in trials if t.state.is_finished()), key=lambda t: t.datetime_complete)[-max_failures:]
+    ended = sorted((t for t in trials if t.state.is_finished() and t.user_attrs.get("error") != _STOPPED),   # cut off: not a failure
+                   key=lambda t: t.datetime_complete)[-max_failures:]
     errors = {t.user_attrs.get("error") if t.state == TrialState.FAIL else None for t in ended}
     return (errors.pop(), ended[-1].params) if len(ended) == max_failures and len(errors) == 1 and None not in errors else None
 
@@ -432,8 +460,6 @@ def _ray_stopper(direction: str, best: float | None, since_best: int, patience: 
     return Stop()
 
 # %% ../nbs/13_tuning.ipynb #be504cee
-_STOPPED = "stopped before it finished"
-
 def _ray_outcomes(results, folder: Path) -> list[dict]:
     "Each trial of a Tune experiment (a ResultGrid) as {id, params, state, value, curve, error}, in the order they ended."
     stopped = set((folder / "asha_stopped").read_text().split()) if (folder / "asha_stopped").exists() else set()
@@ -451,20 +477,16 @@ def _ray_outcomes(results, folder: Path) -> list[dict]:
 def _write_trials(study, space: Mapping[str, Any], outcomes: list[dict]) -> int:
     "Add the outcomes not yet in the Optuna study to it (params through `suggest`, curve, state); how many were added."
     from optuna.trial import TrialState
-    seen = {t.user_attrs.get("ray_trial_id") for t in study.trials}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")   # ask/tell outside optimize: nothing to beat
-        for o in (new := [o for o in outcomes if o["id"] not in seen]):
-            if o["params"]: study.enqueue_trial(o["params"])
-            trial = study.ask()
-            if o["params"]: suggest(trial, space)          # a trial that died before it started has none
-            trial.set_user_attr("ray_trial_id", o["id"])
-            for step, value in o["curve"]: trial.report(value, step)
-            if o["error"]: trial.set_user_attr("error", o["error"])
-            if o["error"] and o["error"] != _STOPPED:
-                log.warning("trial %d failed: %s (params %s)", trial.number, o["error"], o["params"])
-            state = TrialState[o["state"]]
-            study.tell(trial, o["value"] if state == TrialState.COMPLETE else None, state=state)
+    import optuna
+    seen, dists = {t.user_attrs.get("ray_trial_id") for t in study.trials}, distributions(space)
+    for o in (new := [o for o in outcomes if o["id"] not in seen]):
+        state = TrialState[o["state"]]                  # one write per trial: a kill never leaves half a trial behind
+        drawn = {k: v for k, v in (o["params"] or {}).items() if k in dists}   # a trial that died before it started has none
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=o["value"] if state == TrialState.COMPLETE else None, params=drawn,
+            distributions={k: dists[k] for k in drawn}, intermediate_values=dict(o["curve"]),
+            user_attrs={"ray_trial_id": o["id"], **({"error": o["error"]} if o["error"] else {})}))
+        if o["error"] and o["error"] != _STOPPED: log.warning("trial %s failed: %s (params %s)", o["id"], o["error"], o["params"])
     return len(new)
 
 def _stop_reason(study, patience: int | None, max_failures: int | None) -> str | None:
@@ -518,7 +540,7 @@ def _tune_ray(objective: Objective, space: dict, *, n_trials: int, timeout: floa
     logging.getLogger("ray.tune").setLevel(logging.WARNING)           # not a line per experiment about files written
     connect_ray(address, n_workers)
     study, t0 = _open_study(storage, study_name, direction, seed, "none"), time.perf_counter()
-    by = "already complete" if _n_finished(study.trials) >= n_trials else "n_trials"
+    by, ran = "already complete" if _n_finished(study.trials) >= n_trials else "n_trials", 0
     while (missing := n_trials - _n_finished(study.trials)) > 0:
         left = None if timeout is None else timeout - (time.perf_counter() - t0)
         if left is not None and left <= 0: by = f"time budget {timeout}s"; break
@@ -526,7 +548,9 @@ def _tune_ray(objective: Objective, space: dict, *, n_trials: int, timeout: floa
         results = _ray_experiment(objective, study, space, folder, n=missing, budget=left, direction=direction, seed=seed,
                                   pruner=pruner, patience=patience, max_failures=max_failures, n_workers=n_workers)
         added = _write_trials(study, space, _ray_outcomes(results, folder))
+        ran += added
         if reason := _stop_reason(study, patience, max_failures): by = reason; break
-        if not added: break
+        if not added: by = "no trial ran"; break
+        if ran >= n_trials + 1000: by = "1000 trials failed beyond n_trials"; break        # as the Optuna path's cap
     if timeout is not None and by == "n_trials" and time.perf_counter() - t0 >= timeout: by = f"time budget {timeout}s"
     return _result(study, storage, direction, t0, by)

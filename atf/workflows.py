@@ -10,8 +10,7 @@ import difflib
 import json
 from pathlib import Path
 
-from .config import ConfigError, check_parameters
-from .scaling import EXECUTORS
+from .config import EXECUTOR_NAMES, ConfigError, check_parameters
 
 # %% auto #0
 __all__ = ['INJECTED_HEADER', 'CHOICES', 'assignments', 'check_choices', 'injected_parameters', 'check_workflow_parameters',
@@ -19,7 +18,7 @@ __all__ = ['INJECTED_HEADER', 'CHOICES', 'assignments', 'check_choices', 'inject
 
 # %% ../nbs/07b_workflows.ipynb #11139a1e
 INJECTED_HEADER = "# Parameters"    # the first line of the cell papermill's Python translator injects
-CHOICES = {"executor": list(EXECUTORS)}    # parameters whose value, when given, must be one of these
+CHOICES = {"executor": list(EXECUTOR_NAMES)}    # parameters whose value, when given, must be one of these
 
 def assignments(source: str, # the Python source of a cell
                ) -> dict:

@@ -66,12 +66,24 @@ def wait_until(check, what: str, proc: subprocess.Popen, timeout: float = 300) -
 
 
 def test_executor_and_backend_mistakes_are_one_line():
-    for bad, key in [({"executor": "process"}, "did you mean 'processes'"), ({"executor": "ray", "cpus": 0}, "execution.cpus"),
-                     ({"executor": "serial", "address": "127.0.0.1:6379"}, "execution.address")]:
-        with pytest.raises(ConfigError, match=key): load_experiment({**CONFIG, "execution": bad})
-    with pytest.raises(ConfigError, match="tuning.n_workers"): load_experiment({**CONFIG, "tuning": {"n_workers": 0}})
-    with pytest.raises(ConfigError, match="tuning.backend"): load_experiment({**CONFIG, "tuning": {"backend": "hyperopt"}})
-    with pytest.raises(ConfigError, match="tuning.storage"): load_experiment({**CONFIG, "tuning": {"storage": "postgres-ql://x"}})
+    cases = [({"execution": {"executor": "process"}}, "did you mean 'processes'"),
+             ({"execution": {"executor": "ray", "cpus": 0}}, "execution.cpus"),
+             ({"execution": {"executor": "serial", "address": "127.0.0.1:6379"}}, "execution.address"),
+             ({"execution": {"executor": "processes", "gpus": 1}}, "execution.gpus"),
+             ({"tuning": {"n_workers": 0}}, "tuning.n_workers"), ({"tuning": {"backend": "hyperopt"}}, "tuning.backend"),
+             ({"tuning": {"storage": "postgres-ql://x"}}, "tuning.storage"), ({"tuning": {"storage": "sqlite://"}}, "in-memory"),
+             ({"tuning": {"backend": "ray_tune"}, "execution": {"executor": "processes"}}, "use it with execution.executor serial"),
+             ({"tuning": {"n_workers": 2}, "execution": {"executor": "processes"}}, "choose one of the two"),
+             ({"tuning": {"n_workers": 2}, "execution": {"executor": "ray"}}, "execution.cpus")]
+    for change, key in cases:
+        with pytest.raises(ConfigError, match=key) as e: load_experiment({**CONFIG, **change})
+        assert "\n" not in str(e.value), str(e.value)
+
+
+def test_relative_storage_files_are_made_absolute_from_the_config_folder(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump({**CONFIG, "tuning": {**CONFIG["tuning"], "storage": "journal:studies/s.log"}}, sort_keys=False))
+    assert load_experiment(p).tuning.storage == f"journal:{tmp_path.resolve()}/studies/s.log"
 
 
 @pytest.mark.xdist_group("ray")
@@ -116,3 +128,17 @@ def test_resuming_with_another_config_is_refused(tmp_path):
                                           "tuning": {"n_trials": 1}, "execution": {"executor": "processes"}}), data)   # where it runs may change
     changed = load_experiment({**CONFIG, "data": {**CONFIG["data"], "assets": ["IBM"]}, "output_dir": str(out), "tuning": {"n_trials": 2}})
     with pytest.raises(ConfigError, match=r"another config \(differs in \['tuning'\]\)"): begin_run(out / "r", changed, data)
+
+
+def test_task_hash_follows_what_decides_the_result():
+    "The cache key changes with the config, the asset and the fold; not with where the task runs (but with a GPU)."
+    from atf.experiments import fold_tasks
+    base = load_experiment({**CONFIG, "data": {**CONFIG["data"], "assets": ["IBM"]}})
+    tasks = fold_tasks(base, "IBM", "native", Path("/tmp/unused"))
+    assert len({t.hash for t in tasks}) == len(tasks) >= 2                       # each fold its own
+    same = load_experiment({**CONFIG, "data": {**CONFIG["data"], "assets": ["IBM"]}, "execution": {"executor": "processes", "workers": 2}})
+    assert [t.hash for t in fold_tasks(same, "IBM", "native", Path("/tmp/elsewhere"))] == [t.hash for t in tasks]
+    for change in ({"seed": 1}, {"tuning": {**CONFIG["tuning"], "n_trials": 3}}, {"costs": {"fee_bps": 1}},
+                   {"execution": {"executor": "ray", "gpus": 0.5}}):
+        other = load_experiment({**CONFIG, "data": {**CONFIG["data"], "assets": ["IBM"]}, **change})
+        assert fold_tasks(other, "IBM", "native", Path("/tmp/unused"))[0].hash != tasks[0].hash, change
