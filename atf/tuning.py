@@ -482,8 +482,9 @@ def _write_trials(study, space: Mapping[str, Any], outcomes: list[dict]) -> int:
     for o in (new := [o for o in outcomes if o["id"] not in seen]):
         state = TrialState[o["state"]]                  # one write per trial: a kill never leaves half a trial behind
         drawn = {k: v for k, v in (o["params"] or {}).items() if k in dists}   # a trial that died before it started has none
+        last = o["curve"][-1][1] if state == TrialState.PRUNED and o["curve"] else None   # as Optuna records a pruned trial
         study.add_trial(optuna.trial.create_trial(
-            state=state, value=o["value"] if state == TrialState.COMPLETE else None, params=drawn,
+            state=state, value=o["value"] if state == TrialState.COMPLETE else last, params=drawn,
             distributions={k: dists[k] for k in drawn}, intermediate_values=dict(o["curve"]),
             user_attrs={"ray_trial_id": o["id"], **({"error": o["error"]} if o["error"] else {})}))
         if o["error"] and o["error"] != _STOPPED: log.warning("trial %s failed: %s (params %s)", o["id"], o["error"], o["params"])
