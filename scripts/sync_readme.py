@@ -59,7 +59,7 @@ workflow notebooks (walk-forward, tuning, RL walk-forward) into `reports/`, buil
 nbdev's docs processing. For the image it installs `podman`,
 `runc`, `debootstrap`, `uidmap` and `curl` with `apt-get` when missing, and when Docker Hub cannot be reached it
 builds its own Debian bookworm base with Python 3.11 by `debootstrap` (the image is about 480 MB, without torch). It
-takes about 16 minutes on 2 cores and exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs
+takes about 23 minutes on 2 cores and exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs
 the same.
 
 """
