@@ -383,7 +383,10 @@ def run_folds(cfg: ExperimentConfig, out: Path, progress: bool = True) -> dict:
         tasks[a, tf] = fold_tasks(cfg, a, tf, out)
     create_storage(cfg.tuning.storage or default_storage(out))     # the schema once, before workers share it
     flat = [t for k in keys for t in tasks[k]]
-    results = iter(run_tasks(make_executor(cfg.execution), run_fold, flat, TaskCache(out / "tasks"), "fold tasks", progress))
+    # longest first (training + validation bars), so that workers do not wait on one long task at the end
+    order = sorted(range(len(flat)), key=lambda i: -(len(flat[i].fold.train) + len(flat[i].fold.validation)))
+    done = run_tasks(make_executor(cfg.execution), run_fold, [flat[i] for i in order], TaskCache(out / "tasks"), "fold tasks", progress)
+    results = iter([r for _, r in sorted(zip(order, done), key=lambda p: p[0])])
     return {k: [next(results) for _ in tasks[k]] for k in keys}
 
 # %% ../nbs/15_experiments.ipynb #7f59a06f
