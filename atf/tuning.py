@@ -151,6 +151,7 @@ def create_storage(url: str) -> None:
     "Create the storage now (tables, journal file): once, before several processes open a new one at the same time."
     open_storage(url)
 
+# %% ../nbs/13_tuning.ipynb #6a7737f0
 def absolute_storage(url: str,              # a storage URL (see `check_storage`)
                      base: str | Path = ".", # the folder a relative file is read from (an experiment's: its config file's)
                     ) -> str:
