@@ -33,16 +33,16 @@ from .reports import (bar_label, best_params_table, chart_title, history_figure,
                          regime_figure, regime_labels, regime_table, save_png_charts, write_quantstats, write_report,
                          write_runs_index)
 from .trainers.supervised import TrainParams
-from .tuning import BACKENDS, PRUNERS, absolute_storage, check_storage, create_storage, default_storage, open_storage, tune
+from .tuning import BACKENDS, PRUNERS, absolute_storage, create_storage, default_storage, open_storage, tune
 from .validation import Fold, fold_returns, stitch_account
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig', 'ExperimentConfig',
-           'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare', 'periods_for', 'FoldTask',
-           'FoldResult', 'fold_inputs', 'run_fold', 'fold_tasks', 'account', 'run_asset', 'report_key', 'begin_run',
-           'run_folds', 'run_experiment']
+           'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare', 'periods_for',
+           'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'fold_tasks', 'account', 'run_asset',
+           'report_key', 'begin_run', 'run_folds', 'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -126,9 +126,6 @@ def check_scale(cfg: ExperimentConfig) -> None:
                           "(execution.executor processes); choose one of the two")
     if t.n_workers > 1 and cfg.execution.executor == "ray" and cfg.execution.cpus < t.n_workers:
         raise ConfigError(f"execution.cpus: {cfg.execution.cpus} for fold tasks that each run tuning.n_workers={t.n_workers} processes")
-    if t.storage is not None:
-        try: check_storage(t.storage)
-        except ValueError as e: raise ConfigError(f"tuning.{e}") from None
     if t.backend not in BACKENDS: raise ConfigError(f"tuning.backend: {t.backend!r} not in {list(BACKENDS)}")
     if cfg.execution.address and not (cfg.execution.executor == "ray" or t.backend == "ray_tune"):
         raise ConfigError("execution.address: a Ray cluster for executor 'ray' or tuning.backend 'ray_tune'; neither is chosen")
@@ -199,6 +196,10 @@ def periods_for(cfg: ExperimentConfig, df: pd.DataFrame, timeframe: str) -> floa
     return infer_periods_per_year(df.index, rule=None if timeframe == "native" else timeframe)
 
 # %% ../nbs/15_experiments.ipynb #49d771e9
+def what_decides(cfg: ExperimentConfig) -> dict:
+    "The config less where it runs (`execution`): what a fold task's cache key and a resumed run's check compare."
+    return {k: v for k, v in asdict(cfg).items() if k != "execution"}
+
 @dataclass(frozen=True)
 class FoldTask:
     "Everything one walk-forward fold needs: picklable, so any executor can run it."
@@ -215,7 +216,7 @@ class FoldTask:
     @property
     def hash(self) -> str:
         "SHA-256 of what decides the result: the config (less where it runs, but whether on a GPU), asset, timeframe, fold."
-        h = hashlib.sha256(json.dumps({k: v for k, v in asdict(self.cfg).items() if k != "execution"}, sort_keys=True, default=str).encode())
+        h = hashlib.sha256(json.dumps(what_decides(self.cfg), sort_keys=True, default=str).encode())
         h.update(f"|{self.asset}|{self.timeframe}|{self.fold.number}|{self.save_model is not None}|gpu={self.cfg.execution.gpus > 0}".encode())
         for seg in (self.fold.train, self.fold.validation, self.fold.test): h.update(np.asarray(seg, dtype=np.int64).tobytes() + b"|")
         return h.hexdigest()
@@ -353,7 +354,7 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
 
 # %% ../nbs/15_experiments.ipynb #383715d4
 def _comparable(cfg: ExperimentConfig, data: dict) -> dict:
-    return json.loads(json.dumps({"config": {k: v for k, v in asdict(cfg).items() if k != "execution"}, "data": data,
+    return json.loads(json.dumps({"config": what_decides(cfg), "data": data,
                                   "code": {"atf": atf.__version__, "git_commit": git_commit()}}, default=str))
 
 def begin_run(out: Path, cfg: ExperimentConfig, data: dict) -> None:
