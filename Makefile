@@ -68,6 +68,7 @@ docs-check: install  ## nbdev's notebook processing without Quarto (_proc/)
 bench: install  ## speed versus peers, ratios printed
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_overfitting.py
 	$(BIN)/python benchmarks/bench_tuning.py
 	$(BIN)/python benchmarks/bench_env.py
 	$(BIN)/python benchmarks/bench_serve.py

@@ -14,18 +14,18 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import yaml
 
 from .data import DATASETS, Dataset, check_repairs, check_tz, load_dataset, resolve_dataset
-from .validation import WalkForward
+from .validation import CombinatorialPurged, WalkForward
 
 # %% auto #0
-__all__ = ['EXECUTOR_NAMES', 'DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'check_value', 'build', 'read_yaml',
-           'check_data', 'data_source', 'load_bars', 'resolve_data', 'build_config', 'config_hash', 'git_commit',
-           'check_parameters']
+__all__ = ['Scheme', 'EXECUTOR_NAMES', 'DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'check_value', 'build',
+           'read_yaml', 'check_data', 'data_source', 'load_bars', 'resolve_data', 'build_config', 'config_hash',
+           'git_commit', 'check_parameters']
 
 # %% ../nbs/07a_config.ipynb #81e2393e
 @dataclass
@@ -49,20 +49,31 @@ class CostConfig:
     slippage_bps: float = 5.0     # fill worse than the close
 
 # %% ../nbs/07a_config.ipynb #43da9ddd
+Scheme = Literal["walk_forward", "cpcv"]  # how folds are cut: atf.validation.WalkForward or CombinatorialPurged
+
 @dataclass
 class WalkForwardConfig:
-    "atf.validation.WalkForward's settings, as bar counts or time spans ('365D'); the label horizon comes from the caller."
-    train: int | str = 1000
+    "The splitter's settings (bar counts or time spans such as '365D'); the label horizon comes from the caller."
+    train: int | str = 1000             # walk_forward only, as are validation, test, step and expanding: cpcv ignores them
     validation: int | str = 250
     test: int | str = 250
     step: int | str | None = None
     expanding: bool = False
-    purge: int | None = None            # bars removed before each later segment; default: the label horizon
-    embargo: int = 0
+    purge: int | None = None            # bars removed before each later segment (cpcv: also after); default: the label horizon
+    embargo: int = 0                    # walk_forward: extra bars in each gap; cpcv: bars removed after each test group
+    scheme: Scheme = "walk_forward"     # walk_forward | cpcv (combinatorial purged cross-validation)
+    n_groups: int = 6                   # cpcv only: N contiguous groups of bars
+    n_test_groups: int = 2              # cpcv only: k groups tested per split, C(N, k) splits, C(N-1, k-1) paths
+    validation_groups: int = 1          # cpcv only: the last training groups of each split tune the model; 0: none
 
-    def splitter(self, label_horizon: int = 1) -> WalkForward:
-        "The WalkForward these settings describe, for labels that look `label_horizon` bars ahead."
-        return WalkForward(**asdict(self), label_horizon=label_horizon)
+    def __post_init__(self): self.splitter()   # the splitter's checks when the config is read (horizon 1)
+
+    def splitter(self, label_horizon: int = 1) -> WalkForward | CombinatorialPurged:
+        "The splitter these settings describe, for labels that look `label_horizon` bars ahead."
+        if self.scheme not in typing.get_args(Scheme): raise ValueError(f"scheme {self.scheme!r} is not one of {typing.get_args(Scheme)}")
+        kw = dict(purge=self.purge, embargo=self.embargo, label_horizon=label_horizon)
+        if self.scheme == "cpcv": return CombinatorialPurged(self.n_groups, self.n_test_groups, self.validation_groups, **kw)
+        return WalkForward(self.train, self.test, self.validation, self.step, self.expanding, **kw)
 
 # %% ../nbs/07a_config.ipynb #8d6f424c
 class ConfigError(ValueError):
@@ -73,6 +84,7 @@ EXECUTOR_NAMES = ("serial", "processes", "ray")   # where fold tasks run: atf.sc
 _SCI = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")          # YAML 1.1 reads 1e-4 as text
 
 def _type_name(hint) -> str:
+    if typing.get_origin(hint) is Literal: return " or ".join(map(repr, typing.get_args(hint)))
     return " or ".join(map(_type_name, typing.get_args(hint))) if isinstance(hint, types.UnionType) else \
         "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
 
@@ -93,6 +105,7 @@ def check_value(hint, v, key: str):
     elif hint is str: ok = isinstance(v, str)
     elif hint is type(None): ok = v is None
     elif hint is dict or origin is dict: ok = isinstance(v, dict)
+    elif origin is Literal: ok = any(type(v) is type(a) and v == a for a in typing.get_args(hint))
     if not ok: raise ConfigError(f"{key}: expected {'true/false' if hint is bool else _type_name(hint)}, got {v!r}")
     return v
 

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, buil
 from .data import data_record, resample_ohlcv
 from .features import FeatureSpec, direction_labels, make_features
 from .learners import FoldData, LogisticLearner, learner_class
+from .luck import band_table, check_luck, key_luck, luck_section, luck_summary, trial_matrix, write_trials
 from .memory import commit_summary, record_run
 from .metrics import call_summary, infer_periods_per_year, summary
 from .scaling import ExecutionConfig, SerialExecutor, TaskCache, check_execution, make_executor, run_tasks
@@ -33,7 +34,7 @@ from .reports import (bar_label, best_params_table, chart_title, history_figure,
                          regime_figure, regime_labels, regime_table, save_png_charts, write_quantstats, write_report,
                          write_runs_index)
 from .trainers.supervised import TrainParams
-from .tuning import BACKENDS, PRUNERS, absolute_storage, create_storage, default_storage, open_storage, tune
+from .tuning import BACKENDS, PRUNERS, Scored, absolute_storage, create_storage, default_storage, open_storage, tune
 from .validation import Fold, fold_returns, stitch_account
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig', 'ExperimentConfig',
            'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare', 'periods_for',
-           'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'run_fold', 'fold_tasks', 'account', 'run_asset',
-           'report_key', 'begin_run', 'run_folds', 'run_experiment']
+           'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'refit_seeds', 'run_fold', 'fold_tasks',
+           'test_paths', 'account', 'run_asset', 'report_key', 'begin_run', 'run_folds', 'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -67,6 +68,7 @@ class TuningConfig:
     storage: str | None = None         # Optuna storage URL (sqlite:///, journal:PATH, postgresql://...); None: SQLite in the run folder
     n_workers: int = 1                 # worker processes on each fold's study (share `storage`: journal or PostgreSQL)
     backend: str = "optuna"            # optuna | ray_tune (trials as Ray Tune trials: OptunaSearch + ASHA)
+    pbo_blocks: int = 16               # CSCV blocks for the probability of backtest overfitting of each fold's trials
 
 @dataclass
 class TradingConfig:
@@ -109,6 +111,7 @@ class ExperimentConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     seed: int = 0
+    seeds: list[int] | None = None                      # refit seeds, the first the headline; None: `seed` (agents: 3 from it)
     output_dir: str = "reports"
     memory_bank: str | None = "memory_bank"
     tearsheet: bool = True                               # quantstats' HTML tear sheet beside each report (seconds each)
@@ -150,7 +153,7 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     for key in ("atr_window", "volume_window"):
         if isinstance(v := getattr(cfg.features, key), str) and v != "auto":
             raise ConfigError(f"features.{key}: {v!r} must be a whole number, null or 'auto'")
-    check_scale(cfg)
+    check_scale(cfg); check_luck(cfg)
     if cfg.tuning.pruner not in (*PRUNERS, None): raise ConfigError(f"tuning.pruner: {cfg.tuning.pruner!r} not in {list(PRUNERS)}")
     if cfg.trading.rebalance not in REBALANCE: raise ConfigError(f"trading.rebalance: {cfg.trading.rebalance!r} not in {list(REBALANCE)}")
     ppy = cfg.data.periods_per_year
@@ -171,8 +174,11 @@ class FoldObjective:
     train_idx: np.ndarray
     val_idx: np.ndarray
     cfg: ExperimentConfig
-    def __call__(self, params: dict, report) -> float:
-        return learner_class(self.cfg.model.name)(self.cfg, params).validate(self.data, self.train_idx, self.val_idx, report)
+    def __call__(self, params: dict, report) -> Scored:
+        learner = learner_class(self.cfg.model.name)(self.cfg, params)
+        value = learner.validate(self.data, self.train_idx, self.val_idx, report)
+        returns = learner.validation_returns(self.data, self.val_idx)      # kept with the trial: atf.luck judges them
+        return Scored(value, {"validation_returns": returns.to_numpy(float).tolist()})
 
 def fold_objective(data: FoldData, train_idx, val_idx, cfg: ExperimentConfig) -> FoldObjective:
     "The objective of one fold's study."
@@ -223,13 +229,17 @@ class FoldTask:
 
 @dataclass
 class FoldResult:
-    "What a fold task returns: test positions of the model and the baseline, its folds-table row, where its study is."
+    "What a fold task returns: test positions of the model (each refit seed's) and the baseline, its folds-table row, its trials."
     number: int
-    positions: pd.Series
+    positions: pd.Series             # the headline (first) refit seed's
     baseline: pd.Series
     row: dict
     study: tuple[str, str]           # (study name, storage URL)
     model_path: Path | None = None
+    seed_positions: dict = field(default_factory=dict)   # refit seed -> test positions
+    trials: pd.DataFrame | None = None                   # validation returns of the completed trials: bars x trial numbers
+    best_trial: int | None = None                        # the trial tuning selected
+    counts: dict = field(default_factory=dict)           # trials by state (COMPLETE, PRUNED, FAIL)
 
 _INPUTS: dict = {}
 
@@ -244,6 +254,10 @@ def fold_inputs(cfg: ExperimentConfig, asset: str, timeframe: str) -> FoldData:
     return _INPUTS[k]
 
 # %% ../nbs/15_experiments.ipynb #ea29b710
+def refit_seeds(cfg: ExperimentConfig) -> list[int]:
+    "The refit seeds, the headline first: `seeds`, else `seed` and the next ones, as many as the learner's `default_seeds`."
+    return list(cfg.seeds) if cfg.seeds else [cfg.seed + k for k in range(learner_class(cfg.model.name).default_seeds)]
+
 def run_fold(task: FoldTask) -> FoldResult:
     "Tune on the fold's train/validation bars, refit, decide its test positions: a pure function of the task."
     cfg, fold, out = task.cfg, task.fold, Path(task.out)
@@ -257,35 +271,62 @@ def run_fold(task: FoldTask) -> FoldResult:
               max_failures=cfg.tuning.max_failures, n_workers=cfg.tuning.n_workers, backend=cfg.tuning.backend,
               address=cfg.execution.address if cfg.tuning.backend == "ray_tune" else None)
     if not tr.best_params: raise RuntimeError(f"{study}: no trial completed ({tr.counts})")
-    model = learner(cfg, tr.best_params).fit(data, fold.train, fold.validation)
+    seeds, positions = refit_seeds(cfg), {}
+    for s in seeds:
+        m = learner(replace(cfg, seed=s), tr.best_params).fit(data, fold.train, fold.validation)
+        positions[s] = m.positions(data, fold.test)
+        if s == seeds[0]: model = m                      # the headline model, the one saved
     baseline = LogisticLearner(cfg, {}, min_confidence=0.0).fit(data, fold.train).positions(data, fold.test)
     row = {**fold.bounds(data.bars.index), "best_params": json.dumps(tr.best_params), "best_validation": tr.best_value,
            "trials": len(tr.trials), "pruned": tr.counts.get("PRUNED", 0), "failed": tr.counts.get("FAIL", 0)}
     saved = model.save(Path(task.save_model)) if task.save_model else None
-    return FoldResult(fold.number, model.positions(data, fold.test), baseline.rename("logistic"), row, (study, storage), saved)
+    matrix, best, counts = trial_matrix(study, storage, data.bars.index[fold.validation])
+    return FoldResult(fold.number, positions[seeds[0]], baseline.rename("logistic"), row, (study, storage), saved, positions,
+                      matrix, best, counts)
 
-# %% ../nbs/15_experiments.ipynb #9ffa5d7b
+# %% ../nbs/15_experiments.ipynb #d33e2151
 def fold_tasks(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path) -> list[FoldTask]:
-    "The fold tasks of one asset x timeframe (paths absolute, for workers elsewhere); the last one saves its refit model."
+    "The fold tasks of one asset x timeframe (paths absolute, for workers elsewhere); the one trained on the latest bars saves its model."
     folds = cfg.walk_forward.splitter(cfg.label.horizon).split(fold_inputs(cfg, asset, timeframe).bars)
     out, suffix = Path(out).resolve(), learner_class(cfg.model.name).suffix
-    return [FoldTask(cfg, asset, timeframe, f, str(out), str(out / f"model_{asset}_{timeframe}{suffix}") if f is folds[-1] else None)
+    keep = max(folds, key=lambda f: (f.train[-1] if len(f.train) else -1, f.number))   # walk-forward: the last fold
+    return [FoldTask(cfg, asset, timeframe, f, str(out), str(out / f"model_{asset}_{timeframe}{suffix}") if f is keep else None)
             for f in folds]
 
+def test_paths(cfg: ExperimentConfig, bars: pd.DataFrame, results: list[FoldResult]) -> list[list[tuple[FoldResult, pd.Index | None]]]:
+    "Backtest paths through the folds' test bars: walk-forward's one (each fold whole, in order) or CPCV's C(N-1, k-1) (a group each)."
+    if cfg.walk_forward.scheme != "cpcv": return [[(r, None) for r in results]]
+    by = {r.number: r for r in results}
+    return [[(by[f], bars.index[g]) for f, g in path] for path in cfg.walk_forward.splitter(cfg.label.horizon).paths(bars)]
+
+def _pieces(path: list, pick) -> list[pd.Series]:
+    "The series `pick(result)` of each fold on a path, cut to the path's bars of that fold (CPCV)."
+    return [pick(r) if bars is None else pick(r)[pick(r).index.isin(bars)] for r, bars in path]
+
+# %% ../nbs/15_experiments.ipynb #ab567915
 def account(cfg: ExperimentConfig, asset: str, timeframe: str, results: list[FoldResult]) -> dict:
-    "One continuous account of the model, the logistic baseline and buy-and-hold from the fold results (in fold order)."
+    "Continuous accounts of the model (each refit seed, each CPCV path), the logistic baseline and buy-and-hold; the first path is the headline."
     data = fold_inputs(cfg, asset, timeframe)
-    df, P = data.bars, data.periods_per_year
-    pos, base = [r.positions for r in results], [r.baseline for r in results]
+    df, P, close = data.bars, data.periods_per_year, data.bars["close"]
     costs = {**asdict(cfg.costs), "rebalance": cfg.trading.rebalance}
-    hold = [pd.Series(1.0, w.index, name="buy_and_hold") for w in pos]
-    res, bh, lres = (stitch_account(df["close"], p, **costs) for p in (pos, hold, base))
-    folds = pd.DataFrame([r.row for r in results]).set_index("fold").assign(
-        test_return=fold_returns(res.net_returns, pos), buy_and_hold_return=fold_returns(bh.net_returns, pos),
-        logistic_return=fold_returns(lres.net_returns, base))
-    return {"folds": folds, "oos": res.net_returns, "positions": res.positions.iloc[:, 0], "benchmark": bh.net_returns,
-            "logistic": lres.net_returns, "logistic_positions": lres.positions.iloc[:, 0], "periods_per_year": P,
-            "studies": [r.study for r in results], "model": results[-1].model_path, "close": df["close"]}
+    paths = test_paths(cfg, df, results)
+    run = lambda path, pick: stitch_account(close, _pieces(path, pick), **costs)
+    model, base, hold = lambda r: r.positions, lambda r: r.baseline, lambda r: pd.Series(1.0, r.positions.index, name="buy_and_hold")
+    res, bh, lres = run(paths[0], model), run(paths[0], hold), run(paths[0], base)
+    if cfg.walk_forward.scheme == "cpcv":        # each fold on its own account: its test groups are not one stretch of time
+        own = lambda pick: [float(np.prod(1 + run([(r, None)], pick).net_returns.to_numpy()) - 1) for r in results]
+        tests = {"test_return": own(model), "buy_and_hold_return": own(hold), "logistic_return": own(base)}
+    else:
+        pos = _pieces(paths[0], model)
+        tests = {"test_return": fold_returns(res.net_returns, pos), "buy_and_hold_return": fold_returns(bh.net_returns, pos),
+                 "logistic_return": fold_returns(lres.net_returns, _pieces(paths[0], base))}
+    seeds = {s: run(paths[0], lambda r, s=s: r.seed_positions[s]).net_returns for s in results[0].seed_positions}
+    return {"folds": pd.DataFrame([r.row for r in results]).set_index("fold").assign(**tests), "oos": res.net_returns,
+            "positions": res.positions.iloc[:, 0], "benchmark": bh.net_returns, "logistic": lres.net_returns,
+            "logistic_positions": lres.positions.iloc[:, 0], "periods_per_year": P, "studies": [r.study for r in results],
+            "model": next((r.model_path for r in results if r.model_path), None), "close": close, "seeds": seeds,
+            "paths": {k + 1: run(p, model).net_returns for k, p in enumerate(paths)} if len(paths) > 1 else None,
+            "trials": [{"number": r.number, "matrix": r.trials, "best": r.best_trial, "counts": r.counts} for r in results]}
 
 def run_asset(cfg: ExperimentConfig, asset: str, timeframe: str, out: Path, progress: bool = True, executor=None) -> dict:
     "Nested walk-forward of one asset x timeframe: fold tasks through the executor (cached under out/tasks), then one account."
@@ -325,7 +366,7 @@ def _window(cfg: ExperimentConfig, best: pd.DataFrame) -> str:
 
 # %% ../nbs/15_experiments.ipynb #dae2ddeb
 def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) -> tuple[pd.DataFrame, ...]:
-    "Metrics (with the calls), regimes and parameter stability of one asset x timeframe; its CSV, PNGs and pages."
+    "Metrics (with the calls), regimes, parameter stability and luck of one asset x timeframe; its CSV, Parquet, PNGs and pages."
     P, close, name, idx = r["periods_per_year"], r["close"], cfg.model.name, r["oos"].index
     pos = {"model": r["positions"], "logistic": r["logistic_positions"], "buy_and_hold": pd.Series(1.0, idx)}
     rets = {"model": r["oos"], "logistic": r["logistic"], "buy_and_hold": r["benchmark"]}
@@ -337,6 +378,14 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
     pd.DataFrame({"model": r["oos"], "position": r["positions"], "logistic": r["logistic"].reindex(idx),
                   "logistic_position": r["logistic_positions"].reindex(idx),
                   "buy_and_hold": r["benchmark"]}).to_csv(out / f"oos_{key}.csv")
+    write_trials(out, key, r["trials"], P)                                     # out/trials/<key>: what `atf overfitting` reads
+    sel, bands = key_luck(out, key, cfg.tuning.pbo_blocks), {}
+    for what, d in (("seed", r["seeds"]), ("path", r["paths"] or {})):     # each refit seed's and CPCV path's returns
+        if len(d) > 1:
+            pd.DataFrame(labelled := {f"{what} {k}": v for k, v in d.items()}).to_csv(out / f"oos_{what}s_{key}.csv")
+            bands[what] = band_table(labelled, P)
+    seeds, paths = bands.get("seed"), bands.get("path")
+    luck = luck_summary(sel, r["oos"], seeds, paths)
     title = chart_title(meta["asset"], bar_label(close.index, meta["timeframe"]), name, _window(cfg, best))
     series = {name: r["oos"], "logistic": r["logistic"], "buy and hold": r["benchmark"]}
     save_png_charts(out / "plots", series, title, prefix=f"{key}_", periods_per_year=P)
@@ -346,11 +395,12 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
                  folds=r["folds"], meta={**meta, "model": name, "metric": cfg.tuning.metric, "trials_per_fold": cfg.tuning.n_trials,
                                          "periods_per_year": P, "rebalance": cfg.trading.rebalance, "long_only": cfg.trading.long_only},
                  periods_per_year=P, name=name, others={"logistic": r["logistic"]}, extra_figures=figs,
+                 sections=[luck_section(luck, sel, seeds, paths)],
                  extra_tables={"Out-of-sample calls: confusion counts (rows: truth, columns: call)": _confusion(table),
                                "By market regime": reg, "Best parameters by fold": best,
                                "Parameter stability across folds": stab, "Parameter importance by fold": imp if len(imp) else None})
     if cfg.tearsheet: write_quantstats(out / f"tearsheet_{key}.html", r["oos"], r["benchmark"], f"{cfg.name}: {title}", P)
-    return table, reg, stab
+    return table, reg, stab, luck
 
 # %% ../nbs/15_experiments.ipynb #383715d4
 def _comparable(cfg: ExperimentConfig, data: dict) -> dict:
@@ -402,11 +452,11 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
     meta = {"run_id": run_id, "atf_version": atf.__version__, "git_commit": git_commit(), "config_hash": config_hash(cfg),
             "data_sha256": {a: f["sha256"] for a, f in data["files"].items()}}
     t0 = time.perf_counter()
-    metrics, folds, regimes, stability, periods = {}, [], [], [], {}
+    metrics, folds, regimes, stability, periods, luck = {}, [], [], [], {}, {}
     for (asset, tf), results in run_folds(cfg, out, progress).items():
         key, r = f"{asset}_{tf}", account(cfg, asset, tf, results)
         periods[key] = r["periods_per_year"]
-        metrics[key], reg, stab = report_key(cfg, out, key, r, {**meta, "asset": asset, "timeframe": tf})
+        metrics[key], reg, stab, luck[key] = report_key(cfg, out, key, r, {**meta, "asset": asset, "timeframe": tf})
         folds.append(r["folds"].assign(asset=asset, timeframe=tf))
         regimes.append(reg.assign(asset=asset, timeframe=tf))
         stability.append(stab.assign(asset=asset, timeframe=tf))
@@ -421,7 +471,7 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
     summary_json = {**meta, "name": cfg.name, "kind": "experiment", "created": created, "assets": cfg.data.assets,
                     "seconds": round(time.perf_counter() - t0, 1), "oos_sharpe": headline, "oos_calls": calls,
                     "model": cfg.model.name, "metric": cfg.tuning.metric, "periods_per_year": periods,
-                    "rebalance": cfg.trading.rebalance, "data": data}
+                    "rebalance": cfg.trading.rebalance, "luck": luck, "data": data}
     (out / "run.json").write_text(json.dumps(summary_json, indent=2, default=str))
     write_runs_index(cfg.output_dir)
     if cfg.memory_bank:
@@ -429,7 +479,8 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
         md = record_run(run_id, "experiment", {"config": str(out / "config.yaml"), "report_dir": str(out),
                                                 "oos_sharpe": {k: {c: round(v, 4) for c, v in h.items()} for k, h in headline.items()}, "config_hash": meta["config_hash"],
                                                 "model": cfg.model.name, "metric": cfg.tuning.metric,
-                                                "best_params_per_fold": fold_params},
+                                                "best_params_per_fold": fold_params,
+                                                "luck": {k: {f: v[f] for f in ("dsr", "pbo", "oos_psr", "verdict")} for k, v in luck.items()}},
                         bank=cfg.memory_bank, title=f"Experiment {cfg.name}")
         if git_commit_summary:
             commit_summary([md, Path(cfg.memory_bank) / "runs.jsonl"], f"Record experiment {run_id}")

@@ -52,6 +52,7 @@ class Learner(ABC):
     "One model kind behind the interface the experiment runner uses (see the contract above)."
     names: ClassVar[tuple[str, ...]] = ()        # model.name values this learner serves
     suffix: ClassVar[str] = ".pkl"               # file ending of what `save` writes
+    default_seeds: ClassVar[int] = 1             # refit seeds when the config names none (the seed band's width)
 
     def __init__(self, cfg, params: dict): self.cfg, self.params = cfg, dict(params)
 
@@ -76,6 +77,11 @@ class Learner(ABC):
     def fit(self, data: FoldData, train, val) -> "Learner": ...
     @abstractmethod
     def positions(self, data: FoldData, rows) -> pd.Series: ...
+    def validation_returns(self, data: FoldData, val) -> pd.Series:
+        "After `validate`: net bar returns of its positions on every validation bar, 0 where it holds none (costs as configured)."
+        pos = self.positions(data, val)
+        res = backtest(data.close.loc[pos.index], pos, **asdict(self.cfg.costs), rebalance=self.cfg.trading.rebalance)
+        return res.net_returns.reindex(data.bars.index[np.asarray(val)], fill_value=0.0).rename("validation")
     def save(self, path: str | Path) -> Path:
         path = Path(path); path.write_bytes(pickle.dumps(self)); return path
     @classmethod
@@ -361,6 +367,7 @@ def check_rl(cfg) -> None:
 class AgentLearner(Learner):
     "A stable-baselines3 agent trading atf.envs.TradingEnv; its positions come from a deterministic pass."
     names, suffix = tuple(ALGOS), ""
+    default_seeds = 3                 # an agent's result varies with its seed far more than a network's: a band of 3 at least
 
     def __init__(self, cfg, params: dict):
         super().__init__(cfg, params)
@@ -380,8 +387,10 @@ class AgentLearner(Learner):
     def validate(self, data: FoldData, train, val, report) -> float:
         c = self.cfg
         inner = rl_objective(data.bars, train, val, c.model.name, self.env, c.rl.total_timesteps, c.rl.eval_every,
-                             RL_METRICS[c.tuning.metric], tuple(c.rl.seeds), c.rl.n_envs)
-        return inner(self.sb3, report)
+                             RL_METRICS[c.tuning.metric], tuple(c.rl.seeds), c.rl.n_envs, keep=(kept := []))
+        value = inner(self.sb3, report)
+        self.trainer = kept[0]                  # the first seed's agent: its positions are the trial's validation series
+        return value
 
     def fit(self, data: FoldData, train, val) -> "AgentLearner":
         c = self.cfg

@@ -316,6 +316,7 @@ def write_report(path: str | Path,                          # the HTML file to w
                  extra_tables: dict[str, pd.DataFrame] | None = None,  # more tables by heading, at the end
                  name: str = "strategy",                    # the strategy's legend name (the model)
                  others: dict[str, pd.Series] | None = None,  # more series beside the strategy (the logistic baseline)
+                 sections: list[str] | None = None,         # HTML blocks after the metrics table (atf.luck's "Is it luck?")
                 ) -> Path:
     "Write an HTML report that loads plotly.js from the plotly.min.js written beside it; return its path."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +330,7 @@ def write_report(path: str | Path,                          # the HTML file to w
     meta = {"generated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(meta or {})}
     body = [f"<h1>{html.escape(title)}</h1>", _meta_block(meta)]
     if metrics is not None: body += ["<h2>Out-of-sample metrics</h2>", html_table(metrics)]
+    body += sections or []
     body += [f.to_html(full_html=False, include_plotlyjs=False) for f in [*figs, *(extra_figures or [])]]
     for head, t in tables.items():
         if t is not None: body += [f"<h2>{html.escape(head)}</h2>", html_table(t, default="percent" if head == "Yearly returns" else None)]

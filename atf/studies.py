@@ -53,6 +53,8 @@ class StudyConfig:
 def load_config(source: str | Path | dict) -> StudyConfig:
     "Read and check a study config from a YAML path or a dict."
     cfg = build_config(StudyConfig, source)
+    if cfg.walk_forward.scheme != "walk_forward":
+        raise ConfigError(f"walk_forward.scheme: rule studies walk forward; {cfg.walk_forward.scheme!r} is for experiments")
     if cfg.strategy.kind != "sma_crossover": raise ConfigError(f"strategy.kind: {cfg.strategy.kind!r} unknown (sma_crossover)")
     if cfg.data.timeframes != ["native"] or isinstance(cfg.data.periods_per_year, dict):
         raise ConfigError(f"data.timeframes: rule studies run on the dataset's own bars; got {cfg.data.timeframes}")

@@ -5,6 +5,7 @@
 # %% ../nbs/13_tuning.ipynb #432db873
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'Objective', 'DEFAULT_SPACE', 'SPEC_KEYS', 'STORAGE_HELP', 'PRUNERS', 'BACKENDS', 'PICKLE_HINT', 'Pruned',
-           'TrialsFailing', 'metric_direction', 'check_spec', 'check_space', 'suggest', 'distributions',
+           'TrialsFailing', 'Scored', 'metric_direction', 'check_spec', 'check_space', 'suggest', 'distributions',
            'default_storage', 'check_storage', 'open_storage', 'create_storage', 'absolute_storage', 'drop_study',
            'TuneResult', 'tune', 'record_study', 'check_picklable', 'ray_tune_dir', 'connect_ray']
 
@@ -41,7 +42,17 @@ class Pruned(Exception):
 class TrialsFailing(RuntimeError):
     "`max_failures` trials in a row failed with the same error: the study is broken, not unlucky."
 
-Objective = Callable[[dict, Callable[[int, float], None]], float]
+@dataclass(frozen=True)
+class Scored:
+    "What an objective may return instead of a float: its value and attributes (JSON-ready) kept with its trial."
+    value: float
+    attrs: dict
+
+Objective = Callable[[dict, Callable[[int, float], None]], "float | Scored"]
+
+def _unpack(out) -> tuple[float, dict]:
+    "An objective's (value, attributes)."
+    return (out.value, dict(out.attrs)) if isinstance(out, Scored) else (out, {})
 
 def metric_direction(metric: str) -> str:
     "'maximize' or 'minimize' for a metric name, from atf.metrics' registry (ValueError names the known ones)."
@@ -206,7 +217,7 @@ def _trial(objective: Objective, space: Mapping[str, Any], tag: str | None = Non
             if value is None or not math.isfinite(value): raise Pruned(f"non-finite intermediate value {value}")
             trial.report(float(value), step)
             if trial.should_prune(): raise Pruned(f"pruned at step {step}")
-        try: value = objective(params, report)
+        try: value, attrs = _unpack(objective(params, report))
         except Pruned as e: raise optuna.TrialPruned(str(e)) from None
         except Exception as e:
             error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -215,6 +226,7 @@ def _trial(objective: Objective, space: Mapping[str, Any], tag: str | None = Non
             log.debug("trial %d traceback", trial.number, exc_info=True)
             raise
         if value is None or not math.isfinite(value): raise optuna.TrialPruned(f"objective returned {value}")
+        for k, v in attrs.items(): trial.set_user_attr(k, v)
         return float(value)
     return run
 
@@ -420,13 +432,13 @@ def _ray_trainable(objective: Objective, direction: str) -> Callable:
             if value is None or not math.isfinite(value): raise Pruned(f"non-finite intermediate value {value}")
             last[0] = float(value)
             rt.report({"value": last[0], "step": step})
-        try: value = objective(dict(config), report)
+        try: value, attrs = _unpack(objective(dict(config), report))
         except Pruned as e: return rt.report({"value": last[0], "atf_state": "PRUNED", "atf_note": str(e)})
         except Exception as e:
             return rt.report({"value": worst, "atf_state": "FAIL", "atf_note": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
         if value is None or not math.isfinite(value):
             return rt.report({"value": last[0], "atf_state": "PRUNED", "atf_note": f"objective returned {value}"})
-        rt.report({"value": float(value), "atf_state": "COMPLETE"})
+        rt.report({"value": float(value), "atf_state": "COMPLETE", "atf_attrs": json.dumps(attrs)})
     return run
 
 # %% ../nbs/13_tuning.ipynb #bc6a2b9e
@@ -472,7 +484,8 @@ def _ray_outcomes(results, folder: Path) -> list[dict]:
         error = (last.get("atf_note") or (f"{type(r.error).__name__}: {str(r.error).splitlines()[0]}" if r.error else _STOPPED)
                  if state == "FAIL" else None)
         out.append(dict(id=last.get("trial_id") or r.path, params=r.config or {}, state=state, value=last.get("value"),
-                        curve=curve, error=error, end=last.get("timestamp", 0)))
+                        curve=curve, error=error, end=last.get("timestamp", 0),
+                        attrs=json.loads(last.get("atf_attrs") or "{}")))
     return sorted(out, key=lambda o: o["end"])
 
 def _write_trials(study, space: Mapping[str, Any], outcomes: list[dict]) -> int:
@@ -487,7 +500,7 @@ def _write_trials(study, space: Mapping[str, Any], outcomes: list[dict]) -> int:
         study.add_trial(optuna.trial.create_trial(
             state=state, value=o["value"] if state == TrialState.COMPLETE else last, params=drawn,
             distributions={k: dists[k] for k in drawn}, intermediate_values=dict(o["curve"]),
-            user_attrs={"ray_trial_id": o["id"], **({"error": o["error"]} if o["error"] else {})}))
+            user_attrs={"ray_trial_id": o["id"], **o.get("attrs", {}), **({"error": o["error"]} if o["error"] else {})}))
         if o["error"] and o["error"] != _STOPPED: log.warning("trial %s failed: %s (params %s)", o["id"], o["error"], o["params"])
     return len(new)
 
