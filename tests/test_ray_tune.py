@@ -12,7 +12,7 @@ import pytest
 import ray
 from optuna.trial import TrialState
 
-from atf.tuning import TrialsFailing, drop_study, ray_tune_dir, tune
+from atf.tuning import Scored, TrialsFailing, drop_study, ray_tune_dir, tune
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # Ray's workers cannot import this test module
 
@@ -156,3 +156,16 @@ def test_bad_backend_is_one_line(tmp_path):
             tune(make_toy(), SPACE, n_trials=1, storage=f"sqlite:///{tmp_path}/o.db", **kwargs)
         assert "\n" not in str(e.value)
     assert not (tmp_path / "o.db").exists()
+
+
+@pytest.mark.xdist_group("ray")
+def test_scored_attributes_reach_the_study(ray_cluster, tmp_path):
+    "An objective's Scored attributes (a trial's validation returns in experiments) are kept on the Optuna trial, as with Optuna."
+    def scored(params, report):
+        report(0, params["x"])
+        return Scored(params["x"], {"validation_returns": [params["x"], 0.5]})
+    storage = f"sqlite:///{tmp_path}/o.db"
+    tune(scored, {"x": {"type": "float", "low": 0, "high": 1}}, n_trials=3, storage=storage, study_name="s",
+         backend="ray_tune", pruner="none", address=ray_cluster.address)
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert len(trials) == 3 and all(t.user_attrs["validation_returns"] == [t.value, 0.5] for t in trials)
