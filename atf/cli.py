@@ -19,7 +19,7 @@ from .data import check_file, list_datasets
 from .serving.cli import add_serve_command
 
 # %% auto #0
-__all__ = ['DEMO_CONFIG', 'project_root', 'dashboard_storage', 'luck_of_run', 'build_parser', 'main']
+__all__ = ['DEMO_CONFIG', 'print_luck', 'project_root', 'dashboard_storage', 'luck_of_run', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #00ca56d6
 def _check(args) -> int:
@@ -47,6 +47,12 @@ def _datasets(args) -> int:
 # %% ../nbs/09_cli.ipynb #d22b9e35
 DEMO_CONFIG = "configs/demo.yaml"
 
+def print_luck(out: Path) -> None:
+    "Each key's 'Is it luck?' line from a run's run.json (`atf.luck`; `atf overfitting RUN_DIR` gives the tables)."
+    for key, s in json.loads((out / "run.json").read_text())["luck"].items():
+        print(f"\nIs it luck? {key}: DSR {s['dsr']}, PBO {s['pbo']}, out-of-sample PSR {s['oos_psr']}, "
+              f"{s['trials']['trials']} trials\n  {s['verdict']}")
+
 def project_root(start: str | Path | None = None, # a folder; None: the current one
                 ) -> Path | None:
     "The nearest folder at or above `start` holding `settings.ini` (the atf project), or None."
@@ -66,6 +72,7 @@ def _walk_forward(args) -> int:
     m = pd.read_csv(out / "metrics.csv", index_col=0, header=[0, 1])
     print("\nOut-of-sample (stitched walk-forward test segments):")
     print(m.loc[["cagr", "sharpe", "max_drawdown", "exposure"]].round(3).to_string())
+    print_luck(out)
     print(f"\nreport: {(out / 'report.html').resolve()}")
     return 0
 
@@ -85,9 +92,7 @@ def _experiment(args) -> int:
     where = "CPCV path 1 of " + str(cfg.walk_forward.splitter().n_paths) if cfg.walk_forward.scheme == "cpcv" else "stitched walk-forward test segments"
     print(f"\nOut-of-sample ({where}; model tuned inside each fold; how much is luck: atf overfitting {out}):")
     print(m.loc[["sharpe", "cagr", "max_drawdown"]].round(3).to_string())
-    for key, s in json.loads((out / "run.json").read_text())["luck"].items():
-        print(f"\nIs it luck? {key}: DSR {s['dsr']}, PBO {s['pbo']}, out-of-sample PSR {s['oos_psr']}, "
-              f"{s['trials']['trials']} trials\n  {s['verdict']}")
+    print_luck(out)
     print(f"\nreport: {out.resolve()}  (report_*.html, plots/, metrics.csv, folds.csv, regimes.csv)")
     return 0
 
@@ -136,20 +141,21 @@ def luck_of_run(run_dir: str | Path,           # an experiment run folder (repor
                 keys: list[str] | None = None, # asset_timeframe keys; None: every key with kept trials
                 n_blocks: int | None = None,   # CSCV blocks for each fold's PBO; None: the run's tuning.pbo_blocks
                ) -> dict:
-    "The 'Is it luck?' figures of a run, recomputed from its kept trials and out-of-sample CSVs: key -> (summary, selection)."
+    "The 'Is it luck?' figures of a run (an experiment or a rule study), recomputed from its kept trials and out-of-sample CSVs: key -> (summary, selection)."
     from atf.luck import band_table, key_luck, luck_summary   # loaded when the command runs: see above
     run = Path(run_dir)
     found = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir()) if (run / "trials").is_dir() else []
     if not found: raise FileNotFoundError(f"{run}: no trials/ folder of kept trials (an experiment run of atf 0.13 or later?)")
     if unknown := sorted(set(keys or []) - set(found)): raise ValueError(f"--key {unknown}: not in this run (its keys: {found})")
-    if n_blocks is None: n_blocks = yaml.safe_load((run / "config.yaml").read_text())["tuning"]["pbo_blocks"]
+    if n_blocks is None: n_blocks = (yaml.safe_load((run / "config.yaml").read_text()).get("tuning") or {}).get("pbo_blocks", 16)
     out = {}
     for key in keys or found:
         sel, csv = key_luck(run, key, n_blocks), lambda name: run / f"oos_{name}_{key}.csv"
         # each column its own bars (CPCV paths start where their first fold's model can decide)
         band = lambda p: band_table({k: v.dropna() for k, v in pd.read_csv(p, index_col=0, parse_dates=True).items()},
                                     sel["periods_per_year"]) if p.exists() else None
-        oos = pd.read_csv(run / f"oos_{key}.csv", index_col=0, parse_dates=True)["model"]
+        oos = pd.read_csv(run / f"oos_{key}.csv", index_col=0, parse_dates=True)
+        oos = oos["model" if "model" in oos else "strategy"]                 # an experiment's model, a rule study's rule
         out[key] = luck_summary(sel, oos, band(csv("seeds")), band(csv("paths"))), sel
     return out
 

@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 import yaml
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+from optuna.trial import TrialState
 
 import atf
 from .backtest import REBALANCE
@@ -26,7 +27,7 @@ from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, buil
 from .data import data_record, resample_ohlcv
 from .features import FeatureSpec, direction_labels, make_features
 from .learners import FoldData, LogisticLearner, learner_class
-from .luck import band_table, check_luck, key_luck, luck_section, luck_summary, trial_matrix, write_trials
+from .luck import band_table, check_luck, key_luck, luck_section, luck_summary, write_trials
 from .memory import commit_summary, record_run
 from .metrics import call_summary, infer_periods_per_year, summary
 from .scaling import ExecutionConfig, SerialExecutor, TaskCache, check_execution, make_executor, run_tasks
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig', 'ExperimentConfig',
            'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare', 'periods_for',
-           'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'refit_seeds', 'run_fold', 'fold_tasks',
-           'test_paths', 'account', 'run_asset', 'report_key', 'begin_run', 'run_folds', 'run_experiment']
+           'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'trial_matrix', 'refit_seeds', 'run_fold',
+           'fold_tasks', 'test_paths', 'account', 'run_asset', 'report_key', 'begin_run', 'run_folds', 'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -252,6 +253,18 @@ def fold_inputs(cfg: ExperimentConfig, asset: str, timeframe: str) -> FoldData:
         _INPUTS[k] = FoldData(df, make_features(df, cfg.features),
                               direction_labels(df["close"], cfg.label.horizon, cfg.label.band), periods_for(cfg, df, timeframe))
     return _INPUTS[k]
+
+# %% ../nbs/15_experiments.ipynb #2ed585f3
+def trial_matrix(study_name: str,    # the fold's study
+                 storage: str,       # its storage URL
+                 index: pd.Index,    # the fold's validation bars
+                ) -> tuple[pd.DataFrame, int | None, dict]:
+    "Validation returns of a study's completed trials (columns: trial numbers as text), its best trial, its trials by state."
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and "validation_returns" in t.user_attrs]
+    m = pd.DataFrame({str(t.number): t.user_attrs["validation_returns"] for t in done}, index=index, dtype=float)
+    counts = {s: sum(t.state.name == s for t in study.trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    return m, (study.best_trial.number if done else None), counts
 
 # %% ../nbs/15_experiments.ipynb #ea29b710
 def refit_seeds(cfg: ExperimentConfig) -> list[int]:

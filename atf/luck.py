@@ -10,34 +10,20 @@ import json
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import plotly.graph_objects as go
-from optuna.trial import TrialState
 
 from .config import ConfigError
 from .metrics import max_drawdown, sharpe, total_return
 from .overfitting import LUCK_THRESHOLDS, deflated_sharpe, min_backtest_length, pbo, probabilistic_sharpe, sharpe_stats, verdict
 from .reports import html_table
-from .tuning import open_storage
 
 # %% auto #0
-__all__ = ['TRIALS', 'trial_matrix', 'write_trials', 'read_trials', 'fold_luck', 'key_luck', 'oos_probability', 'band_table',
-           'luck_summary', 'logit_figure', 'path_figure', 'luck_section', 'check_luck']
+__all__ = ['TRIALS', 'write_trials', 'read_trials', 'fold_luck', 'key_luck', 'oos_probability', 'band_table', 'luck_summary',
+           'logit_figure', 'path_figure', 'luck_section', 'check_luck']
 
 # %% ../nbs/15b_luck.ipynb #7fbfc3f7
 TRIALS = "trials"                    # the folder under a run that keeps every trial's validation returns
-
-def trial_matrix(study_name: str,    # the fold's study
-                 storage: str,       # its storage URL
-                 index: pd.Index,    # the fold's validation bars
-                ) -> tuple[pd.DataFrame, int | None, dict]:
-    "Validation returns of a study's completed trials (columns: trial numbers as text), its best trial, its trials by state."
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE and "validation_returns" in t.user_attrs]
-    m = pd.DataFrame({str(t.number): t.user_attrs["validation_returns"] for t in done}, index=index, dtype=float)
-    counts = {s: sum(t.state.name == s for t in study.trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
-    return m, (study.best_trial.number if done else None), counts
 
 def write_trials(out: Path,                 # the run folder
                  key: str,                  # asset_timeframe
@@ -77,7 +63,7 @@ def fold_luck(matrix: pd.DataFrame,     # validation returns: bars x completed t
     row = {"trials": n, "complete": counts.get("COMPLETE", 0), "pruned": counts.get("PRUNED", 0), "failed": counts.get("FAIL", 0)}
     if best is None or str(best) not in matrix: return row
     d = deflated_sharpe(matrix[str(best)], [sharpe_stats(matrix[c]).sharpe for c in matrix], n_trials=max(n, matrix.shape[1]))
-    row |= {"best_sharpe": d.sharpe * root, "expected_max_sharpe": d.benchmark * root, "dsr": d.dsr}
+    row |= {"selected_sharpe": d.sharpe * root, "expected_max_sharpe": d.benchmark * root, "dsr": d.dsr}
     b = _blocks(len(matrix), n_blocks)
     if matrix.shape[1] >= 2 and b >= 2:
         p = pbo(matrix, n_blocks=b)

@@ -18,6 +18,7 @@ import yaml
 from . import __version__
 from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, data_source, git_commit, load_bars
 from .data import data_record
+from .luck import key_luck, luck_section, luck_summary, write_trials
 from .metrics import call_summary
 from .reports import (bar_label, chart_title, html_page, html_table, regime_figure, regime_labels, regime_table,
                          save_png_charts, write_quantstats, write_report, write_runs_index)
@@ -94,8 +95,8 @@ def _study_asset(cfg: StudyConfig, asset: str, close: pd.Series, wf: WalkForward
 
 # %% ../nbs/08_studies.ipynb #6181b29d
 def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, study: WalkForwardResult,
-                 meta: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    "Write oos_<asset>.csv, its PNGs, report and tear sheet; return the metrics (with calls), fold and regime tables."
+                 meta: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    "Write oos_<asset>.csv, its PNGs, report, tear sheet and kept trials; return the metrics (with calls), fold and regime tables, the luck."
     pos = {"strategy": study.oos_positions, "buy_and_hold": pd.Series(1.0, study.oos_positions.index)}
     table = study.summary(periods_per_year=cfg.data.periods_per_year)
     table = pd.concat([table, pd.DataFrame({k: call_summary(p, close, not cfg.strategy.allow_short) for k, p in pos.items()})])
@@ -104,6 +105,10 @@ def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, stud
     reg = regime_table(study.oos_returns, regime_labels(close), P)
     pd.DataFrame({"strategy": study.oos_returns, "buy_and_hold": study.benchmark_returns,
                   "position": study.oos_positions}).to_csv(out / f"oos_{asset}.csv")
+    write_trials(out, asset, [{"number": k, "matrix": m, "best": best, "counts": {"COMPLETE": m.shape[1], "PRUNED": 0, "FAIL": 0}}
+                              for k, (m, best) in enumerate(study.trials)], P)     # every SMA pair is a trial of its fold
+    sel = key_luck(out, asset)
+    luck = luck_summary(sel, study.oos_returns, None, None)
     pairs = folds["chosen"].unique()
     title = chart_title(asset, bar_label(close.index), cfg.strategy.kind, pairs[0] if len(pairs) == 1 else "chosen per fold")
     series = {cfg.strategy.kind: study.oos_returns, "buy and hold": study.benchmark_returns}
@@ -111,10 +116,11 @@ def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, stud
     write_report(out / f"report_{asset}.html", f"{cfg.name}: {title}", study.oos_returns, study.benchmark_returns,
                  metrics=table.loc[_HEADLINE + _CALLS], folds=folds.drop(columns="asset"), periods_per_year=P,
                  name=cfg.strategy.kind, extra_figures=[regime_figure(reg, asset)], extra_tables={"By market regime": reg},
+                 sections=[luck_section(luck, sel)],
                  meta={**meta, "asset": asset, "costs": f"{cfg.costs.fee_bps} bp fee + {cfg.costs.slippage_bps} bp slippage",
                        "selection": f"best {cfg.metric} on each fold's validation segment"})
     if cfg.tearsheet: write_quantstats(out / f"tearsheet_{asset}.html", study.oos_returns, study.benchmark_returns, f"{cfg.name}: {title}", P)
-    return table, folds, reg
+    return table, folds, reg, luck
 
 # %% ../nbs/08_studies.ipynb #378b004a
 def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) -> Path:
@@ -143,10 +149,10 @@ def run_rule_study(cfg: StudyConfig,            # a checked config (`load_config
     data = data_record(data_source(cfg.data), cfg.data.assets, cfg.data.repairs)   # path, size, sha256 of each file
     meta = _run_meta(cfg, run_id, data)
     (out / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    summaries, all_folds, regimes = {}, [], []
+    summaries, all_folds, regimes, luck = {}, [], [], {}
     for asset in cfg.data.assets:
         close = _asset_close(cfg, asset)
-        summaries[asset], folds, reg = _write_asset(out, cfg, asset, close, _study_asset(cfg, asset, close, wf, pairs, progress), meta)
+        summaries[asset], folds, reg, luck[asset] = _write_asset(out, cfg, asset, close, _study_asset(cfg, asset, close, wf, pairs, progress), meta)
         all_folds.append(folds); regimes.append(reg.assign(asset=asset))
     metrics = pd.concat(summaries, axis=1)
     metrics.to_csv(out / "metrics.csv")
@@ -157,7 +163,7 @@ def run_rule_study(cfg: StudyConfig,            # a checked config (`load_config
              for a, s in summaries.items()}
     (out / "run.json").write_text(json.dumps({**meta, "name": cfg.name, "kind": "rule study", "created": created,
                                               "model": cfg.strategy.kind, "assets": cfg.data.assets, "data": data,
-                                              "oos_sharpe": sharpe, "oos_calls": calls,
+                                              "oos_sharpe": sharpe, "oos_calls": calls, "luck": luck,
                                               "oos": {a: {k: float(s.loc[k, "strategy"]) for k in _HEADLINE} for a, s in summaries.items()}},
                                              indent=2, default=str))
     _index_page(out, cfg, metrics, meta)

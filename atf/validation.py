@@ -184,6 +184,7 @@ class WalkForwardResult:
     benchmark_returns: pd.Series
     splitter: WalkForward
     params: dict = field(default_factory=dict)
+    trials: list = field(default_factory=list)   # per fold: (net returns of every candidate on its selection bars, the chosen column)
 
     def summary(self, **kw) -> pd.DataFrame:
         "Metrics of the stitched out-of-sample strategy beside buy-and-hold on the same bars."
@@ -193,10 +194,10 @@ class WalkForwardResult:
 # %% ../nbs/06_validation.ipynb #1715461c
 def _segment_score(close: pd.Series, positions: np.ndarray, seg: np.ndarray, metric: str,
                    fee_bps: float, slippage_bps: float, periods_per_year: float | None, rebalance: str) -> np.ndarray:
-    "Metric of every candidate (column) traded as a fresh account over one segment."
+    "Metric of every candidate (column) traded as a fresh account over one segment, and their net returns there."
     res = backtest(close.iloc[seg], positions[seg], fee_bps, slippage_bps, rebalance=rebalance)
-    return np.array([summary(res.returns.iloc[:, j].set_axis(close.index[seg]), periods_per_year=periods_per_year)[metric]
-                     for j in range(positions.shape[1])])
+    returns = res.returns.set_axis(close.index[seg])
+    return np.array([summary(returns.iloc[:, j], periods_per_year=periods_per_year)[metric] for j in range(positions.shape[1])]), returns
 
 SELECTION_METRICS = tuple(n for n, m in METRICS.items() if m.source == "returns" and m.direction == "maximize")
 
@@ -221,11 +222,12 @@ def walk_forward_rule(close: pd.Series,                  # closes
     if metric not in SELECTION_METRICS:
         raise ValueError(f"metric {metric!r} is not a selection metric {list(SELECTION_METRICS)}")
     P = periods_per_year
-    rows, pos, hold = [], [], []
+    rows, pos, hold, trials = [], [], [], []
     for fold in tqdm(splitter.split(close), desc="walk-forward folds", disable=not progress):
         sel = fold.validation if len(fold.validation) else fold.train
-        scores = _segment_score(close, positions, sel, metric, fee_bps, slippage_bps, P, rebalance)
+        scores, returns = _segment_score(close, positions, sel, metric, fee_bps, slippage_bps, P, rebalance)
         best = int(np.nanargmax(np.where(np.isnan(scores), -np.inf, scores)))
+        trials.append((returns.set_axis([str(x) for x in labels], axis=1), str(labels[best])))
         test = close.index[fold.test]
         pos.append(pd.Series(positions[fold.test, best], index=test, name="strategy"))
         hold.append(pd.Series(1.0, index=test, name="buy_and_hold"))
@@ -235,7 +237,7 @@ def walk_forward_rule(close: pd.Series,                  # closes
                                                         buy_and_hold_return=fold_returns(bh.net_returns, pos))
     return WalkForwardResult(folds, res.net_returns, res.positions.iloc[:, 0], bh.net_returns, splitter,
                              dict(metric=metric, fee_bps=fee_bps, slippage_bps=slippage_bps, candidates=list(labels),
-                                  rebalance=rebalance))
+                                  rebalance=rebalance), trials)
 
 # %% ../nbs/06_validation.ipynb #4a085e83
 MAX_SPLITS = 100_000                  # more splits than this is a misconfiguration: each is a model fit (skfolio's cap)

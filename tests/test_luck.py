@@ -16,7 +16,7 @@ from atf.config import ConfigError
 from atf.experiments import fold_objective, load_experiment, prepare
 from atf.features import direction_labels, make_features
 from atf.learners import FoldData
-from atf.luck import trial_matrix
+from atf.experiments import trial_matrix
 from atf.metrics import sharpe
 from atf.tuning import tune
 from atf.validation import WalkForward
