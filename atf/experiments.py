@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig', 'ExperimentConfig',
-           'check_scale', 'load_experiment', 'FoldObjective', 'fold_objective', 'prepare', 'periods_for',
-           'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'trial_matrix', 'refit_seeds', 'run_fold',
-           'fold_tasks', 'test_paths', 'account', 'run_asset', 'report_key', 'begin_run', 'run_folds', 'run_experiment']
+           'check_scale', 'load_experiment', 'check_embargo', 'FoldObjective', 'fold_objective', 'prepare',
+           'periods_for', 'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'trial_matrix', 'refit_seeds',
+           'run_fold', 'fold_tasks', 'test_paths', 'account', 'run_asset', 'report_key', 'begin_run', 'run_folds',
+           'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -154,7 +155,7 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     for key in ("atr_window", "volume_window"):
         if isinstance(v := getattr(cfg.features, key), str) and v != "auto":
             raise ConfigError(f"features.{key}: {v!r} must be a whole number, null or 'auto'")
-    check_scale(cfg); check_luck(cfg)
+    check_scale(cfg); check_luck(cfg); check_embargo(cfg)
     if cfg.tuning.pruner not in (*PRUNERS, None): raise ConfigError(f"tuning.pruner: {cfg.tuning.pruner!r} not in {list(PRUNERS)}")
     if cfg.trading.rebalance not in REBALANCE: raise ConfigError(f"trading.rebalance: {cfg.trading.rebalance!r} not in {list(REBALANCE)}")
     ppy = cfg.data.periods_per_year
@@ -166,6 +167,19 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     if ppy is not None and not isinstance(ppy, dict) and len(cfg.data.timeframes) > 1:
         raise ConfigError("data.periods_per_year: one number for several timeframes; give a mapping timeframe -> number")
     return cfg
+
+# %% ../nbs/15_experiments.ipynb #4095dcf5
+def check_embargo(cfg: ExperimentConfig) -> None:
+    "CPCV: the gap after each test group must cover the features' warm-up and the longest model window (ConfigError names the key)."
+    wf, space = cfg.walk_forward, cfg.search_space.get("window")
+    if wf.scheme != "cpcv": return
+    tuned = space if isinstance(space, list) else (space.get("choices") or [space.get("high", 0)]) if isinstance(space, dict) else [space or 0]
+    windows = [cfg.model.window, *tuned]
+    need, gap = cfg.features.warmup + max(windows), (wf.purge if wf.purge is not None else cfg.label.horizon) + wf.embargo
+    if gap < need:
+        raise ConfigError(f"walk_forward.embargo: {wf.embargo} leaves training bars after a test group whose features "
+                          f"(warm-up {cfg.features.warmup} bars) and model window (up to {max(windows)}) reach into it; "
+                          f"set embargo to at least {need - gap + wf.embargo}")
 
 # %% ../nbs/15_experiments.ipynb #c802bf4b
 @dataclass

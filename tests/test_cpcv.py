@@ -237,7 +237,9 @@ def test_experiment_config_refuses_an_unknown_scheme():
     from atf.experiments import load_experiment          # heavy (torch): imported only by this test
     with pytest.raises(ConfigError, match="walk_forward.scheme: expected 'walk_forward' or 'cpcv', got 'kfold'"):
         load_experiment({"walk_forward": {"scheme": "kfold"}})
-    assert load_experiment({"walk_forward": {"scheme": "cpcv"}}).walk_forward.scheme == "cpcv"
+    assert load_experiment({"walk_forward": {"scheme": "cpcv", "embargo": 60}}).walk_forward.scheme == "cpcv"
+    with pytest.raises(ConfigError, match=r"walk_forward.embargo: 0 .* at least 50"):        # features would see test bars
+        load_experiment({"walk_forward": {"scheme": "cpcv"}})
 
 
 def test_rule_study_config_refuses_cpcv():

@@ -19,7 +19,7 @@ from atf.learners import FoldData
 from atf.experiments import trial_matrix
 from atf.metrics import sharpe
 from atf.tuning import tune
-from atf.validation import WalkForward
+from atf.validation import CombinatorialPurged, WalkForward
 
 ATF = str(Path(sys.executable).with_name("atf"))
 TINY = {"name": "tiny", "data": {"dataset": "us_stocks", "assets": ["MSFT"], "start": "2004-01-01", "end": "2009-12-31"},
@@ -104,3 +104,33 @@ def test_cpcv_config_with_seeds_reports_luck_and_recomputes_it(tmp_path):
     assert entry["luck"]["MSFT_native"]["dsr"] == luck["dsr"]
     bad = subprocess.run([ATF, "overfitting", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no trials/ folder" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def cpcv_fold_study(cfg, df, fold, storage):
+    F, y = make_features(df, cfg.features), direction_labels(df["close"], 1)
+    obj = fold_objective(FoldData(df, F, y, 252.0), fold.train, fold.validation, cfg)
+    res = tune(obj, {"C": {"type": "float", "low": 1e-3, "high": 10.0, "log": True}}, n_trials=4, storage=storage,
+               study_name="f", seed=3, pruner="none")
+    return res, trial_matrix("f", storage, df.index[fold.validation])[0]
+
+
+@pytest.mark.parametrize("embargo, leaks", [(20, False), (0, True)])
+def test_cpcv_tuning_never_sees_test_bars_when_the_embargo_covers_the_features(tmp_path, embargo, leaks):
+    """Under CPCV, training and validation bars come after test groups too: their features look back into the test
+    bars unless the embargo covers the features' lookback (here 11 bars of finite windows, model.window 10 counted). With such an
+    embargo, poisoning the test bars changes nothing that tuning sees; without it, it does (so the test can fail)."""
+    cfg = load_experiment({**TINY, "features": {"return_horizons": [1, 5], "volatility_windows": [10], "rsi_window": None,
+                                                "macd": False, "atr_window": None, "volume_window": None},
+                           "walk_forward": {"scheme": "cpcv", "n_groups": 5, "n_test_groups": 2, "embargo": 20}})
+    assert cfg.features.warmup == 11
+    with pytest.raises(ConfigError, match="walk_forward.embargo: 0 .* at least 20"):     # the config refuses the leaking case
+        load_experiment({**TINY, "features": cfg.features.__dict__, "walk_forward": {**cfg.walk_forward.__dict__, "embargo": 0}})
+    df = prepare(cfg, "MSFT", "native")
+    splitter = CombinatorialPurged(n_groups=5, n_test_groups=2, embargo=embargo)           # ... so build its folds directly
+    fold = next(f for f in splitter.split(df) if f.test[0] > f.train[0] and f.validation[0] > f.test[-1])
+    poisoned = df.copy()
+    for col in ("open", "high", "low", "close"):
+        poisoned.iloc[fold.test, poisoned.columns.get_loc(col)] *= np.random.default_rng(0).uniform(0.5, 2.0, len(fold.test))
+    (a, ma), (b, mb) = (cpcv_fold_study(cfg, d, fold, f"sqlite:///{tmp_path / n}") for d, n in ((df, "a.db"), (poisoned, "b.db")))
+    same = a.best_params == b.best_params and a.trials["value"].tolist() == b.trials["value"].tolist() and ma.equals(mb)
+    assert same != leaks
