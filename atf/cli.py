@@ -141,29 +141,29 @@ def luck_of_run(run_dir: str | Path,           # an experiment run folder (repor
                 keys: list[str] | None = None, # asset_timeframe keys; None: every key with kept trials
                 n_blocks: int | None = None,   # CSCV blocks for each fold's PBO; None: the run's tuning.pbo_blocks
                ) -> dict:
-    "The 'Is it luck?' figures of a run (an experiment or a rule study), recomputed from its kept trials and out-of-sample CSVs: key -> (summary, selection)."
-    from atf.luck import band_table, key_luck, luck_summary   # loaded when the command runs: see above
+    "The 'Is it luck?' figures of a run (an experiment or a rule study), recomputed from its kept trials and out-of-sample CSVs: key -> `judge`."
+    from atf.luck import check_blocks, judge   # loaded when the command runs: see above
     run = Path(run_dir)
     found = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir()) if (run / "trials").is_dir() else []
     if not found: raise FileNotFoundError(f"{run}: no trials/ folder of kept trials (an experiment run of atf 0.13 or later?)")
     if unknown := sorted(set(keys or []) - set(found)): raise ValueError(f"--key {unknown}: not in this run (its keys: {found})")
     if n_blocks is None: n_blocks = (yaml.safe_load((run / "config.yaml").read_text()).get("tuning") or {}).get("pbo_blocks", 16)
+    check_blocks(n_blocks, "--blocks")
     out = {}
     for key in keys or found:
-        sel, csv = key_luck(run, key, n_blocks), lambda name: run / f"oos_{name}_{key}.csv"
         # each column its own bars (CPCV paths start where their first fold's model can decide)
-        band = lambda p: band_table({k: v.dropna() for k, v in pd.read_csv(p, index_col=0, parse_dates=True).items()},
-                                    sel["periods_per_year"]) if p.exists() else None
-        oos = pd.read_csv(run / f"oos_{key}.csv", index_col=0, parse_dates=True)
+        read = lambda p: {k: v.dropna() for k, v in pd.read_csv(p, index_col=0, parse_dates=True).items()} if p.exists() else None
+        oos = read(run / f"oos_{key}.csv")
         oos = oos["model" if "model" in oos else "strategy"]                 # an experiment's model, a rule study's rule
-        out[key] = luck_summary(sel, oos, band(csv("seeds")), band(csv("paths"))), sel
+        out[key] = judge(run, key, oos, read(run / f"oos_seeds_{key}.csv"), read(run / f"oos_paths_{key}.csv"), n_blocks)
     return out
 
 def _overfitting(args) -> int:
-    for key, (s, sel) in luck_of_run(args.run_dir, args.key, args.blocks).items():
+    for key, j in luck_of_run(args.run_dir, args.key, args.blocks).items():
+        s, sel = j["summary"], j["selection"]
         print(f"{key}: {s['verdict']}")
         print(sel["folds"].round(3).to_string())
-        print(f"  trials {s['trials']}; median DSR {s['dsr']}; pooled PBO {s['pbo']}; out-of-sample PSR {s['oos_psr']}; "
+        print(f"  trials {s['trials']}; median DSR {s['dsr']}; mean PBO {s['pbo']}; out-of-sample PSR {s['oos_psr']}; "
               f"MinBTL {s['min_backtest_years']:.2f} years (validation {s['validation_years']:.2f} years per fold)")
         for name in ("seed_band", "cpcv_paths"):
             if s[name]: print(f"  {name}: Sharpe {s[name]['sharpe']}, final equity {s[name]['final_equity']}")

@@ -27,7 +27,7 @@ from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, buil
 from .data import data_record, resample_ohlcv
 from .features import FeatureSpec, direction_labels, make_features
 from .learners import FoldData, LogisticLearner, learner_class
-from .luck import band_table, check_luck, key_luck, luck_section, luck_summary, write_trials
+from .luck import check_luck, judge, luck_section, write_trials
 from .memory import commit_summary, record_run
 from .metrics import call_summary, infer_periods_per_year, summary
 from .scaling import ExecutionConfig, SerialExecutor, TaskCache, check_execution, make_executor, run_tasks
@@ -35,17 +35,16 @@ from .reports import (bar_label, best_params_table, chart_title, history_figure,
                          regime_figure, regime_labels, regime_table, save_png_charts, write_quantstats, write_report,
                          write_runs_index)
 from .trainers.supervised import TrainParams
-from .tuning import BACKENDS, PRUNERS, Scored, absolute_storage, create_storage, default_storage, open_storage, tune
+from .tuning import BACKENDS, PRUNERS, Scored, absolute_storage, check_space, create_storage, default_storage, open_storage, tune
 from .validation import Fold, fold_returns, stitch_account
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'LabelConfig', 'ModelConfig', 'TuningConfig', 'TradingConfig', 'RegimeConfig', 'RLConfig', 'ExperimentConfig',
-           'check_scale', 'load_experiment', 'check_embargo', 'FoldObjective', 'fold_objective', 'prepare',
-           'periods_for', 'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'trial_matrix', 'refit_seeds',
-           'run_fold', 'fold_tasks', 'test_paths', 'account', 'run_asset', 'report_key', 'begin_run', 'run_folds',
-           'run_experiment']
+           'check_scale', 'load_experiment', 'check_folds', 'FoldObjective', 'fold_objective', 'prepare', 'periods_for',
+           'what_decides', 'FoldTask', 'FoldResult', 'fold_inputs', 'trial_matrix', 'refit_seeds', 'run_fold',
+           'fold_tasks', 'test_paths', 'account', 'run_asset', 'report_key', 'begin_run', 'run_folds', 'run_experiment']
 
 # %% ../nbs/15_experiments.ipynb #ff94e700
 @dataclass
@@ -155,7 +154,7 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
     for key in ("atr_window", "volume_window"):
         if isinstance(v := getattr(cfg.features, key), str) and v != "auto":
             raise ConfigError(f"features.{key}: {v!r} must be a whole number, null or 'auto'")
-    check_scale(cfg); check_luck(cfg); check_embargo(cfg)
+    check_scale(cfg); check_luck(cfg); check_folds(cfg)
     if cfg.tuning.pruner not in (*PRUNERS, None): raise ConfigError(f"tuning.pruner: {cfg.tuning.pruner!r} not in {list(PRUNERS)}")
     if cfg.trading.rebalance not in REBALANCE: raise ConfigError(f"trading.rebalance: {cfg.trading.rebalance!r} not in {list(REBALANCE)}")
     ppy = cfg.data.periods_per_year
@@ -168,13 +167,16 @@ def load_experiment(source: str | Path | dict) -> ExperimentConfig:
         raise ConfigError("data.periods_per_year: one number for several timeframes; give a mapping timeframe -> number")
     return cfg
 
-# %% ../nbs/15_experiments.ipynb #4095dcf5
-def check_embargo(cfg: ExperimentConfig) -> None:
-    "CPCV: the gap after each test group must cover the features' warm-up and the longest model window (ConfigError names the key)."
-    wf, space = cfg.walk_forward, cfg.search_space.get("window")
+# %% ../nbs/15_experiments.ipynb #c178a79e
+def check_folds(cfg: ExperimentConfig) -> None:
+    "The walk-forward block against the label and the model: purge, validation, and CPCV's embargo (ConfigError names the key)."
+    wf = cfg.walk_forward
+    try: wf.splitter(cfg.label.horizon)
+    except ValueError as e: raise ConfigError(f"walk_forward: {e}") from None
     if wf.scheme != "cpcv": return
-    tuned = space if isinstance(space, list) else (space.get("choices") or [space.get("high", 0)]) if isinstance(space, dict) else [space or 0]
-    windows = [cfg.model.window, *tuned]
+    if wf.validation_groups < 1: raise ConfigError("walk_forward.validation_groups: experiments tune on validation bars; need >= 1")
+    spec = check_space(cfg.search_space).get("window", {})
+    windows = [cfg.model.window, *spec.get("choices", []), spec.get("high", 0), spec.get("value", 0)]
     need, gap = cfg.features.warmup + max(windows), (wf.purge if wf.purge is not None else cfg.label.horizon) + wf.embargo
     if gap < need:
         raise ConfigError(f"walk_forward.embargo: {wf.embargo} leaves training bars after a test group whose features "
@@ -406,13 +408,10 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
                   "logistic_position": r["logistic_positions"].reindex(idx),
                   "buy_and_hold": r["benchmark"]}).to_csv(out / f"oos_{key}.csv")
     write_trials(out, key, r["trials"], P)                                     # out/trials/<key>: what `atf overfitting` reads
-    sel, bands = key_luck(out, key, cfg.tuning.pbo_blocks), {}
-    for what, d in (("seed", r["seeds"]), ("path", r["paths"] or {})):     # each refit seed's and CPCV path's returns
-        if len(d) > 1:
-            pd.DataFrame(labelled := {f"{what} {k}": v for k, v in d.items()}).to_csv(out / f"oos_{what}s_{key}.csv")
-            bands[what] = band_table(labelled, P)
-    seeds, paths = bands.get("seed"), bands.get("path")
-    luck = luck_summary(sel, r["oos"], seeds, paths)
+    bands = {what: {f"{what} {k}": v for k, v in (d or {}).items()} for what, d in (("seed", r["seeds"]), ("path", r["paths"]))}
+    for what, d in bands.items():                                              # each refit seed's and CPCV path's returns
+        if len(d) > 1: pd.DataFrame(d).to_csv(out / f"oos_{what}s_{key}.csv")
+    luck = judge(out, key, r["oos"], bands["seed"], bands["path"], cfg.tuning.pbo_blocks)
     title = chart_title(meta["asset"], bar_label(close.index, meta["timeframe"]), name, _window(cfg, best))
     series = {name: r["oos"], "logistic": r["logistic"], "buy and hold": r["benchmark"]}
     save_png_charts(out / "plots", series, title, prefix=f"{key}_", periods_per_year=P)
@@ -422,12 +421,12 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
                  folds=r["folds"], meta={**meta, "model": name, "metric": cfg.tuning.metric, "trials_per_fold": cfg.tuning.n_trials,
                                          "periods_per_year": P, "rebalance": cfg.trading.rebalance, "long_only": cfg.trading.long_only},
                  periods_per_year=P, name=name, others={"logistic": r["logistic"]}, extra_figures=figs,
-                 sections=[luck_section(luck, sel, seeds, paths)],
+                 sections=[luck_section(luck)],
                  extra_tables={"Out-of-sample calls: confusion counts (rows: truth, columns: call)": _confusion(table),
                                "By market regime": reg, "Best parameters by fold": best,
                                "Parameter stability across folds": stab, "Parameter importance by fold": imp if len(imp) else None})
     if cfg.tearsheet: write_quantstats(out / f"tearsheet_{key}.html", r["oos"], r["benchmark"], f"{cfg.name}: {title}", P)
-    return table, reg, stab, luck
+    return table, reg, stab, luck["summary"]
 
 # %% ../nbs/15_experiments.ipynb #383715d4
 def _comparable(cfg: ExperimentConfig, data: dict) -> dict:

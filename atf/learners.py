@@ -374,7 +374,11 @@ class AgentLearner(Learner):
         self.sb3, self.env = rl_settings(params, cfg)
 
     @classmethod
-    def check(cls, cfg) -> None: check_rl(cfg); check_params(cfg, cls.parameters(cfg.model.name))
+    def check(cls, cfg) -> None:
+        check_rl(cfg); check_params(cfg, cls.parameters(cfg.model.name))
+        if cfg.walk_forward.scheme == "cpcv":          # an episode runs over one stretch of bars: it would cross the test groups
+            raise ConfigError("walk_forward.scheme: cpcv splits training around test groups; an agent trains and is "
+                              "evaluated on one contiguous stretch of bars, so use walk_forward with agents")
     @classmethod
     def parameters(cls, name: str) -> dict[str, Any]:
         atf_sets = ("policy", "env", "policy_kwargs", "seed", "verbose", "device", "tensorboard_log", "_init_setup_model")
@@ -389,7 +393,8 @@ class AgentLearner(Learner):
         inner = rl_objective(data.bars, train, val, c.model.name, self.env, c.rl.total_timesteps, c.rl.eval_every,
                              RL_METRICS[c.tuning.metric], tuple(c.rl.seeds), c.rl.n_envs, keep=(kept := []))
         value = inner(self.sb3, report)
-        self.trainer = kept[0]                  # the first seed's agent: its positions are the trial's validation series
+        # the agent whose value is the median of rl.seeds' (the nearer one for an even count): the trial's validation series
+        self.trainer = min(kept, key=lambda tv: abs(tv[1] - value))[0]
         return value
 
     def fit(self, data: FoldData, train, val) -> "AgentLearner":

@@ -19,8 +19,8 @@ from .overfitting import LUCK_THRESHOLDS, deflated_sharpe, min_backtest_length, 
 from .reports import html_table
 
 # %% auto #0
-__all__ = ['TRIALS', 'write_trials', 'read_trials', 'fold_luck', 'key_luck', 'oos_probability', 'band_table', 'luck_summary',
-           'logit_figure', 'path_figure', 'luck_section', 'check_luck']
+__all__ = ['TRIALS', 'MAX_BLOCKS', 'write_trials', 'read_trials', 'fold_luck', 'key_luck', 'oos_probability', 'band_table',
+           'luck_summary', 'judge', 'logit_figure', 'path_figure', 'luck_section', 'check_luck', 'check_blocks']
 
 # %% ../nbs/15b_luck.ipynb #7fbfc3f7
 TRIALS = "trials"                    # the folder under a run that keeps every trial's validation returns
@@ -62,6 +62,7 @@ def fold_luck(matrix: pd.DataFrame,     # validation returns: bars x completed t
     n, root = sum(counts.values()), np.sqrt(periods_per_year)
     row = {"trials": n, "complete": counts.get("COMPLETE", 0), "pruned": counts.get("PRUNED", 0), "failed": counts.get("FAIL", 0)}
     if best is None or str(best) not in matrix: return row
+    if matrix.shape[1] < 2 and n > 1: return row | {"selected_sharpe": sharpe_stats(matrix[str(best)]).sharpe * root}   # no V
     d = deflated_sharpe(matrix[str(best)], [sharpe_stats(matrix[c]).sharpe for c in matrix], n_trials=max(n, matrix.shape[1]))
     row |= {"selected_sharpe": d.sharpe * root, "expected_max_sharpe": d.benchmark * root, "dsr": d.dsr}
     b = _blocks(len(matrix), n_blocks)
@@ -75,17 +76,16 @@ def key_luck(out: Path,              # the run folder
              key: str,               # asset_timeframe
              n_blocks: int = 16,     # CSCV blocks for each fold's PBO
             ) -> dict:
-    "The selection figures of one asset x timeframe from its kept trials: a row per fold, the median DSR, the pooled PBO."
+    "The selection figures of one asset x timeframe from its kept trials: a row per fold, the median DSR, the mean PBO."
     P, folds = read_trials(out, key)
     rows = [{"fold": f["number"], **fold_luck(f["matrix"], f["best"], f["counts"], P, n_blocks)} for f in folds]
     logits = [r.pop("logits") for r in rows if "logits" in r]
     table = pd.DataFrame(rows).set_index("fold")
-    splits = table["splits"].sum() if "splits" in table else 0
-    pooled = float((table["pbo"] * table["splits"]).sum() / splits) if splits else None   # the share of all folds' splits
+    mean_pbo = float(table["pbo"].mean()) if "pbo" in table and table["pbo"].notna().any() else None   # each fold one vote
     trials = int(table["trials"].median()) if len(table) else 0
     val_years = float(np.median([len(f["matrix"]) for f in folds])) / P if folds else 0.0
     dsr = float(table["dsr"].median()) if "dsr" in table and table["dsr"].notna().any() else None
-    return {"folds": table, "logits": np.concatenate(logits) if logits else np.array([]), "dsr": dsr, "pbo": pooled, "periods_per_year": P,
+    return {"folds": table, "logits": np.concatenate(logits) if logits else np.array([]), "dsr": dsr, "pbo": mean_pbo, "periods_per_year": P,
             "trials": trials, "validation_years": val_years,
             "min_backtest_years": min_backtest_length(trials, 1.0) if trials > 1 else 0.0}
 
@@ -125,6 +125,20 @@ def luck_summary(selection: dict,              # `key_luck`'s figures
             "min_backtest_years": _f(selection["min_backtest_years"]), "seed_band": band(seeds), "cpcv_paths": band(paths),
             "thresholds": dict(LUCK_THRESHOLDS), "verdict": verdict(selection["dsr"], selection["pbo"])}
 
+# %% ../nbs/15b_luck.ipynb #2a399eab
+def judge(out: Path,                   # the run folder, with the key's kept trials (`write_trials`)
+          key: str,                    # asset_timeframe (a rule study: the asset)
+          oos: pd.Series,              # the headline out-of-sample net returns
+          seeds: dict | None = None,   # label -> out-of-sample returns of each refit seed (one or none: no band)
+          paths: dict | None = None,   # label -> out-of-sample returns of each CPCV path
+          n_blocks: int = 16,          # CSCV blocks for each fold's PBO
+         ) -> dict:
+    "Everything 'Is it luck?' says of one key: summary (run.json), selection (`key_luck`) and the seed and path tables."
+    sel = key_luck(out, key, n_blocks)
+    band = lambda d: band_table(d, sel["periods_per_year"]) if d and len(d) > 1 else None
+    seeds_t, paths_t = band(seeds), band(paths)
+    return {"summary": luck_summary(sel, oos, seeds_t, paths_t), "selection": sel, "seeds": seeds_t, "paths": paths_t}
+
 # %% ../nbs/15b_luck.ipynb #37890a70
 def logit_figure(logits: np.ndarray, title: str = "PBO: logit of the selected trial's out-of-sample rank") -> go.Figure:
     "Histogram of CSCV logits: mass left of 0 is the probability of backtest overfitting."
@@ -139,13 +153,11 @@ def path_figure(paths: pd.DataFrame) -> go.Figure:
     return fig.update_layout(title="CPCV: out-of-sample Sharpe over backtest paths", height=300, template="plotly_white",
                              xaxis_title="annualised Sharpe", yaxis_title="paths")
 
-def luck_section(summary: dict,                  # `luck_summary`
-                 selection: dict,                # `key_luck`
-                 seeds: pd.DataFrame | None = None, paths: pd.DataFrame | None = None) -> str:
-    "The report's 'Is it luck?' section: the verdict in words, the figures, the logit histogram, the fold, seed and path tables."
-    s, th = summary, summary["thresholds"]
+def luck_section(judged: dict) -> str:
+    "The report's 'Is it luck?' section of a `judge` result: the verdict, the figures, the logits, the fold, seed and path tables."
+    s, th, selection, seeds, paths = judged["summary"], judged["summary"]["thresholds"], judged["selection"], judged["seeds"], judged["paths"]
     facts = pd.Series({"trials run (complete / pruned / failed)": " / ".join(str(s["trials"].get(k, 0)) for k in ("complete", "pruned", "failed")),
-                       "deflated Sharpe ratio (median over folds)": s["dsr"], "probability of backtest overfitting (pooled)": s["pbo"],
+                       "deflated Sharpe ratio (median over folds)": s["dsr"], "probability of backtest overfitting (mean over folds)": s["pbo"],
                        "out-of-sample PSR (Sharpe > 0)": s["oos_psr"], "validation years per fold": s["validation_years"],
                        "years needed for Sharpe 1 not to be luck (MinBTL)": s["min_backtest_years"]}, name="value").to_frame()
     body = ["<h2>Is it luck?</h2>", f"<p><b>{html.escape(s['verdict'])}</b></p>",
@@ -164,5 +176,12 @@ def check_luck(cfg) -> None:
     "An experiment config's `seeds` and `tuning.pbo_blocks`, each mistake one line naming its key."
     if cfg.seeds is not None and (not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds)):
         raise ConfigError(f"seeds: {cfg.seeds!r} must be a non-empty list of distinct whole numbers, or null")
-    b = cfg.tuning.pbo_blocks
-    if b < 2 or b % 2: raise ConfigError(f"tuning.pbo_blocks: {b!r} must be an even number >= 2 (CSCV splits the blocks in halves)")
+    check_blocks(cfg.tuning.pbo_blocks, "tuning.pbo_blocks")
+
+MAX_BLOCKS = 20          # C(20, 10) = 184,756 splits a fold; C(22, 11) is already 705,432
+
+def check_blocks(n_blocks: int, key: str) -> None:
+    "A CSCV block count: even, 2 to MAX_BLOCKS (ConfigError names `key`)."
+    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2 or n_blocks % 2 or n_blocks > MAX_BLOCKS:
+        raise ConfigError(f"{key}: {n_blocks!r} must be an even number from 2 to {MAX_BLOCKS} "
+                          f"(CSCV halves the blocks; C(S, S/2) splits grow fast)")

@@ -146,7 +146,7 @@ def min_backtest_length(n_trials: int,             # N: trials run
 @dataclass(frozen=True)
 class PBOResult:
     "CSCV: the probability of backtest overfitting and, per split, how the in-sample choice fared out of sample."
-    pbo: float              # share of splits whose logit <= 0
+    pbo: float              # share of splits whose logit < 0, plus half the share whose logit == 0
     logits: np.ndarray      # per split: ln(w / (1 - w)), w = OOS rank of the IS choice / (N + 1)
     n_splits: int           # C(S, S/2)
     n_blocks: int           # S
@@ -229,7 +229,7 @@ def pbo(returns,            # T x N bar returns: rows bars in time order, one co
     omega = rank / (N + 1)
     logits = np.log(omega / (1 - omega))
     fit = stats.linregress(is_sr, oos_sr) if np.ptp(is_sr) > 0 else None
-    return PBOResult(pbo=float(np.mean(logits <= 0)), logits=logits, n_splits=len(M), n_blocks=n_blocks,
+    return PBOResult(pbo=float(np.mean(logits < 0) + np.mean(logits == 0) / 2), logits=logits, n_splits=len(M), n_blocks=n_blocks,
                      is_sharpe=is_sr, oos_sharpe=oos_sr, slope=float(fit.slope) if fit else np.nan,
                      intercept=float(fit.intercept) if fit else np.nan, prob_loss=float(np.mean(oos_sr < 0)))
 

@@ -18,7 +18,7 @@ import yaml
 from . import __version__
 from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, data_source, git_commit, load_bars
 from .data import data_record
-from .luck import key_luck, luck_section, luck_summary, write_trials
+from .luck import judge, luck_section, write_trials
 from .metrics import call_summary
 from .reports import (bar_label, chart_title, html_page, html_table, regime_figure, regime_labels, regime_table,
                          save_png_charts, write_quantstats, write_report, write_runs_index)
@@ -107,8 +107,7 @@ def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, stud
                   "position": study.oos_positions}).to_csv(out / f"oos_{asset}.csv")
     write_trials(out, asset, [{"number": k, "matrix": m, "best": best, "counts": {"COMPLETE": m.shape[1], "PRUNED": 0, "FAIL": 0}}
                               for k, (m, best) in enumerate(study.trials)], P)     # every SMA pair is a trial of its fold
-    sel = key_luck(out, asset)
-    luck = luck_summary(sel, study.oos_returns, None, None)
+    luck = judge(out, asset, study.oos_returns)
     pairs = folds["chosen"].unique()
     title = chart_title(asset, bar_label(close.index), cfg.strategy.kind, pairs[0] if len(pairs) == 1 else "chosen per fold")
     series = {cfg.strategy.kind: study.oos_returns, "buy and hold": study.benchmark_returns}
@@ -116,11 +115,11 @@ def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, stud
     write_report(out / f"report_{asset}.html", f"{cfg.name}: {title}", study.oos_returns, study.benchmark_returns,
                  metrics=table.loc[_HEADLINE + _CALLS], folds=folds.drop(columns="asset"), periods_per_year=P,
                  name=cfg.strategy.kind, extra_figures=[regime_figure(reg, asset)], extra_tables={"By market regime": reg},
-                 sections=[luck_section(luck, sel)],
+                 sections=[luck_section(luck)],
                  meta={**meta, "asset": asset, "costs": f"{cfg.costs.fee_bps} bp fee + {cfg.costs.slippage_bps} bp slippage",
                        "selection": f"best {cfg.metric} on each fold's validation segment"})
     if cfg.tearsheet: write_quantstats(out / f"tearsheet_{asset}.html", study.oos_returns, study.benchmark_returns, f"{cfg.name}: {title}", P)
-    return table, folds, reg, luck
+    return table, folds, reg, luck["summary"]
 
 # %% ../nbs/08_studies.ipynb #378b004a
 def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) -> Path:

@@ -63,8 +63,13 @@ def test_kept_trial_returns_never_see_test_bars(tmp_path):
 
 
 def test_luck_config_mistakes_are_one_line():
+    cpcv = {"scheme": "cpcv", "embargo": 60}
     for bad, key in (({"seeds": []}, "seeds"), ({"seeds": [1, 1]}, "seeds"), ({"tuning": {"pbo_blocks": 7}}, "tuning.pbo_blocks"),
-                     ({"walk_forward": {"scheme": "cpvc"}}, "walk_forward.scheme")):
+                     ({"tuning": {"pbo_blocks": 22}}, "tuning.pbo_blocks"), ({"walk_forward": {"scheme": "cpvc"}}, "walk_forward.scheme"),
+                     ({"walk_forward": {**cpcv, "validation_groups": 0}}, "walk_forward.validation_groups"),
+                     ({"walk_forward": {**cpcv, "purge": 2}, "label": {"horizon": 5}}, "walk_forward"),
+                     ({"walk_forward": cpcv, "model": {"name": "mlp"}, "search_space": {"window": 80}}, "walk_forward.embargo"),
+                     ({"walk_forward": cpcv, "model": {"name": "ppo"}, "tuning": {"metric": "sharpe"}}, "walk_forward.scheme")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
             load_experiment({**TINY, **bad})
         assert "\n" not in str(e.value)
@@ -99,11 +104,13 @@ def test_cpcv_config_with_seeds_reports_luck_and_recomputes_it(tmp_path):
     assert "Is it luck?" in page and "CPCV backtest paths" in page and "Refit seeds" in page
     cli = subprocess.run([ATF, "overfitting", str(out)], capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
-    assert luck["verdict"] in cli.stdout and f"median DSR {luck['dsr']}" in cli.stdout and f"pooled PBO {luck['pbo']}" in cli.stdout
+    assert luck["verdict"] in cli.stdout and f"median DSR {luck['dsr']}" in cli.stdout and f"mean PBO {luck['pbo']}" in cli.stdout
     entry = [json.loads(l) for l in (tmp_path / "mb" / "runs.jsonl").read_text().splitlines()][-1]
     assert entry["luck"]["MSFT_native"]["dsr"] == luck["dsr"]
     bad = subprocess.run([ATF, "overfitting", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no trials/ folder" in bad.stderr and bad.stderr.count("\n") == 1
+    bad = subprocess.run([ATF, "overfitting", str(out), "--blocks", "7"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--blocks: 7 must be an even number" in bad.stderr and bad.stderr.count("\n") == 1
 
 
 def cpcv_fold_study(cfg, df, fold, storage):
@@ -134,3 +141,13 @@ def test_cpcv_tuning_never_sees_test_bars_when_the_embargo_covers_the_features(t
     (a, ma), (b, mb) = (cpcv_fold_study(cfg, d, fold, f"sqlite:///{tmp_path / n}") for d, n in ((df, "a.db"), (poisoned, "b.db")))
     same = a.best_params == b.best_params and a.trials["value"].tolist() == b.trials["value"].tolist() and ma.equals(mb)
     assert same != leaks
+
+
+def test_one_completed_trial_among_many_has_no_deflated_sharpe():
+    "The variance of the trials' Sharpe ratios needs two completed trials: with one among twenty, the DSR is unavailable, not undeflated."
+    from atf.luck import fold_luck
+    one = pd.DataFrame({"3": np.random.default_rng(0).normal(0.002, 0.01, 250)})
+    row = fold_luck(one, 3, {"COMPLETE": 1, "PRUNED": 19}, 252)
+    assert "dsr" not in row and "pbo" not in row and row["trials"] == 20 and row["selected_sharpe"] > 0
+    alone = fold_luck(one, 3, {"COMPLETE": 1}, 252)           # one trial run: nothing was selected, the DSR is the PSR
+    assert alone["expected_max_sharpe"] == 0 and 0.5 < alone["dsr"] < 1

@@ -173,7 +173,7 @@ def test_pbo_equals_loop(T, N, S, seed):
     res = of.pbo(R, S)
     logits, is_sr, oos_sr = loop_pbo(R, S)
     assert np.array_equal(res.logits, logits)
-    assert res.pbo == np.mean(logits <= 0) and res.n_splits == len(logits) and res.n_blocks == S
+    assert res.pbo == np.mean(logits < 0) + np.mean(logits == 0) / 2 and res.n_splits == len(logits) and res.n_blocks == S
     assert np.allclose(res.is_sharpe, is_sr, rtol=1e-10) and np.allclose(res.oos_sharpe, oos_sr, rtol=1e-10)
     fit = stats.linregress(is_sr, oos_sr)
     assert np.isclose(res.slope, fit.slope, rtol=1e-8) and np.isclose(res.intercept, fit.intercept, rtol=1e-8, atol=1e-12)
@@ -189,7 +189,7 @@ def test_pbo_ties_and_flat_trials():
     res = of.pbo(R, 8)
     assert np.array_equal(res.logits, loop_pbo(R, 8)[0])
     assert np.any(res.logits == 0.0)                         # N odd: exactly the median happens, and counts as overfit
-    assert res.pbo == np.mean(res.logits <= 0)
+    assert res.pbo == np.mean(res.logits < 0) + np.mean(res.logits == 0) / 2
     scaled = R.copy(); scaled[:, 4] = 0.7 * R[:, 1]          # the same trial at 0.7x the size: equal Sharpes up to rounding
     assert np.array_equal(of.pbo(scaled, 8).logits, res.logits)
 
@@ -205,9 +205,9 @@ def test_pbo_dataframe_and_chunks(monkeypatch):
 
 @pytest.mark.parametrize("N", [8, 9])
 def test_pbo_about_half_on_noise(N):
-    # blind selection: the OOS rank of the IS winner is uniform on 1..N, so E[PBO] = P(rank <= (N+1)/2):
-    # 1/2 for even N, (N+1)/(2N) for odd N (the median rank counts as overfit)
-    expected = 0.5 if N % 2 == 0 else (N + 1) / (2 * N)
+    # blind selection: the OOS rank of the IS winner is uniform on 1..N, so E[PBO] = P(rank < (N+1)/2) + P(median)/2:
+    # 1/2 for even and odd N (the median rank, logit 0, counts half)
+    expected = 0.5
     v = [of.pbo(np.random.default_rng(1000 + s).normal(0, 0.01, (200, N)), 8).pbo for s in range(300)]
     assert abs(np.mean(v) - expected) < 0.04
 
@@ -235,7 +235,8 @@ def test_pbo_result_to_dict():
     assert all(isinstance(v, (int, float)) for v in out.values())
     json.dumps(out, allow_nan=False)
     flat = of.pbo(np.zeros((100, 4)), 4)                     # every trial flat: no regression, said as None
-    assert np.isnan(flat.slope) and flat.to_dict()["slope"] is None and flat.pbo == 1.0 and flat.prob_loss == 0.0
+    assert np.isnan(flat.slope) and flat.to_dict()["slope"] is None and flat.pbo == 0.5 and flat.prob_loss == 0.0
+    assert (flat.logits == 0).all()                          # every choice at the median: selection cannot be judged
 
 
 @pytest.mark.parametrize("make,n_blocks,match", [

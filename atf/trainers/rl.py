@@ -233,7 +233,7 @@ def rl_objective(df: pd.DataFrame,                # all bars of the asset
                  metric: str = "val_sharpe",      # "val_sharpe", "val_reward" or "val_total_return"
                  seeds: tuple[int, ...] = (0,),   # one agent per seed; the objective is their median
                  n_envs: int = 1,                 # training accounts stepped together
-                 keep: list | None = None,        # when given, each seed's trained RLTrainer is appended to it
+                 keep: list | None = None,        # when given, each seed's (trained RLTrainer, value) is appended to it
                 ):
     "An atf.tuning objective for an agent: trains on train bars only, reports and returns the validation metric."
     if metric not in ("val_sharpe", "val_reward", "val_total_return"):
@@ -247,8 +247,8 @@ def rl_objective(df: pd.DataFrame,                # all bars of the asset
             on_eval = (lambda step, row: report(step, row[metric])) if k == 0 else None
             try: res = t.train(df, train_idx, val_idx, callback=on_eval)
             except FloatingPointError as e: raise Pruned(f"diverged: {e}") from None
-            if keep is not None: keep.append(t)
             value = res.history[metric].iloc[-1]
             values.append(0.0 if metric == "val_sharpe" and not np.isfinite(value) and res.history["val_total_return"].iloc[-1] == 0 else value)
+            if keep is not None: keep.append((t, values[-1]))
         return float(np.median(values))
     return objective
