@@ -50,8 +50,10 @@ DEMO_CONFIG = "configs/demo.yaml"
 def print_luck(out: Path) -> None:
     "Each key's 'Is it luck?' line from a run's run.json (`atf.luck`; `atf overfitting RUN_DIR` gives the tables)."
     for key, s in json.loads((out / "run.json").read_text())["luck"].items():
-        print(f"\nIs it luck? {key}: DSR {s['dsr']}, PBO {s['pbo']}, out-of-sample PSR {s['oos_psr']}, "
-              f"{s['trials']['trials']} trials\n  {s['verdict']}")
+        print(f"\nIs it luck? {key}: DSR {_num(s['dsr'])}, PBO {_num(s['pbo'])}, out-of-sample PSR {_num(s['oos_psr'])} "
+              f"({s['trials_per_fold']} trials per fold, {s['trials']['trials']} in all)\n  {s['verdict']}")
+
+def _num(x) -> str: return "n/a" if x is None else f"{x:.3f}"
 
 def project_root(start: str | Path | None = None, # a folder; None: the current one
                 ) -> Path | None:
@@ -137,7 +139,7 @@ def _export(args) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #6e9d71e2
-def luck_of_run(run_dir: str | Path,           # an experiment run folder (reports/<run-id>)
+def luck_of_run(run_dir: str | Path,           # an experiment or rule-study run folder (reports/<run-id>)
                 keys: list[str] | None = None, # asset_timeframe keys; None: every key with kept trials
                 n_blocks: int | None = None,   # CSCV blocks for each fold's PBO; None: the run's tuning.pbo_blocks
                ) -> dict:
@@ -145,7 +147,9 @@ def luck_of_run(run_dir: str | Path,           # an experiment run folder (repor
     from atf.luck import check_blocks, judge   # loaded when the command runs: see above
     run = Path(run_dir)
     found = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir()) if (run / "trials").is_dir() else []
-    if not found: raise FileNotFoundError(f"{run}: no trials/ folder of kept trials (an experiment run of atf 0.13 or later?)")
+    if not run.is_dir(): raise FileNotFoundError(f"{run}: no such run folder")
+    if not found: raise FileNotFoundError(f"{run}: no trials/ folder of kept trials: not a finished experiment or rule-study run "
+                                          "(or one made before atf kept its trials)")
     if unknown := sorted(set(keys or []) - set(found)): raise ValueError(f"--key {unknown}: not in this run (its keys: {found})")
     if n_blocks is None: n_blocks = (yaml.safe_load((run / "config.yaml").read_text()).get("tuning") or {}).get("pbo_blocks", 16)
     check_blocks(n_blocks, "--blocks")
@@ -160,13 +164,20 @@ def luck_of_run(run_dir: str | Path,           # an experiment run folder (repor
 
 def _overfitting(args) -> int:
     for key, j in luck_of_run(args.run_dir, args.key, args.blocks).items():
-        s, sel = j["summary"], j["selection"]
+        s, sel, t = j["summary"], j["selection"], j["summary"]["trials"]
         print(f"{key}: {s['verdict']}")
         print(sel["folds"].round(3).to_string())
-        print(f"  trials {s['trials']}; median DSR {s['dsr']}; mean PBO {s['pbo']}; out-of-sample PSR {s['oos_psr']}; "
-              f"MinBTL {s['min_backtest_years']:.2f} years (validation {s['validation_years']:.2f} years per fold)")
-        for name in ("seed_band", "cpcv_paths"):
-            if s[name]: print(f"  {name}: Sharpe {s[name]['sharpe']}, final equity {s[name]['final_equity']}")
+        print(f"  trials {t['trials']} ({t['complete']} complete, {t['pruned']} pruned, {t['failed']} failed; "
+              f"{s['trials_per_fold']} per fold); median DSR {_num(s['dsr'])}; mean PBO {_num(s['pbo'])}; "
+              f"out-of-sample PSR {_num(s['oos_psr'])}; MinBTL {s['min_backtest_years']:.2f} years "
+              f"(validation {s['validation_years']:.2f} years per fold)")
+        for name, what in (("seed_band", "refit seeds"), ("cpcv_paths", "CPCV paths")):
+            if b := s[name]: print(f"  {what} ({b['n']}): Sharpe median {_num(b['sharpe']['median'])}, min {_num(b['sharpe']['min'])}, "
+                                   f"max {_num(b['sharpe']['max'])}; final equity median {_num(b['final_equity']['median'])}")
+        stored = json.loads((Path(args.run_dir) / "run.json").read_text()).get("luck", {}).get(key, {})
+        if any(stored.get(k) != s[k] for k in ("dsr", "pbo", "oos_psr")):
+            print(f"  note: the run recorded DSR {stored.get('dsr')}, PBO {stored.get('pbo')}, PSR {stored.get('oos_psr')} "
+                  "(other blocks, or an earlier atf)")
     return 0
 
 # %% ../nbs/09_cli.ipynb #006a2935
@@ -213,9 +224,10 @@ def _add_tools(sub) -> None:
     x.add_argument("run_dir", help="an experiment run folder (reports/<run-id>)")
     x.add_argument("--key", action="append", help="only this asset_timeframe key (repeatable)")
     x.set_defaults(func=_export)
-    o = sub.add_parser("overfitting", help="how much of an experiment run is luck: DSR, PBO, PSR, seed band, CPCV paths",
-                       description="Recompute the 'Is it luck?' figures of an experiment run from its kept trials (RUN_DIR/trials/).")
-    o.add_argument("run_dir", help="an experiment run folder (reports/<run-id>)")
+    o = sub.add_parser("overfitting", help="how much of a run is luck: DSR, PBO, PSR, seed band, CPCV paths",
+                       description="Recompute the 'Is it luck?' figures of an experiment or rule-study run from its kept "
+                                   "trials (RUN_DIR/trials/) and out-of-sample series, with the verdict.")
+    o.add_argument("run_dir", help="an experiment or rule-study run folder (reports/<run-id>)")
     o.add_argument("--key", action="append", help="only this asset_timeframe key (repeatable)")
     o.add_argument("--blocks", type=int, help="CSCV blocks of each fold's PBO, even (default: the run's tuning.pbo_blocks)")
     o.set_defaults(func=_overfitting)

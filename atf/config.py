@@ -23,9 +23,9 @@ from .data import DATASETS, Dataset, check_repairs, check_tz, load_dataset, reso
 from .validation import CombinatorialPurged, WalkForward
 
 # %% auto #0
-__all__ = ['Scheme', 'EXECUTOR_NAMES', 'DataConfig', 'CostConfig', 'WalkForwardConfig', 'ConfigError', 'check_value', 'build',
-           'read_yaml', 'check_data', 'data_source', 'load_bars', 'resolve_data', 'build_config', 'config_hash',
-           'git_commit', 'check_parameters']
+__all__ = ['Scheme', 'WALK_FORWARD_KEYS', 'CPCV_KEYS', 'EXECUTOR_NAMES', 'DataConfig', 'CostConfig', 'WalkForwardConfig',
+           'ConfigError', 'check_value', 'build', 'read_yaml', 'check_data', 'data_source', 'load_bars', 'resolve_data',
+           'build_config', 'config_hash', 'git_commit', 'check_parameters']
 
 # %% ../nbs/07a_config.ipynb #81e2393e
 @dataclass
@@ -66,7 +66,13 @@ class WalkForwardConfig:
     n_test_groups: int = 2              # cpcv only: k groups tested per split, C(N, k) splits, C(N-1, k-1) paths
     validation_groups: int = 1          # cpcv only: the last training groups of each split tune the model; 0: none
 
-    def __post_init__(self): self.splitter()   # the splitter's checks when the config is read (horizon 1)
+    def __post_init__(self):
+        "The splitter's checks when the config is read (horizon 1), each naming its key; cpcv keys refused under walk_forward."
+        # (walk-forward keys under cpcv are refused by atf.experiments.check_folds: a holder may change their defaults)
+        if self.scheme == "walk_forward" and (set_ := [k for k in CPCV_KEYS if getattr(self, k) != WalkForwardConfig.__dataclass_fields__[k].default]):
+            raise ValueError(f"{set_[0]} is a key of scheme cpcv, which this config does not use; remove it or set scheme: cpcv")
+        try: self.splitter()
+        except ValueError as e: raise ValueError(re.sub(r"^(WalkForward|CombinatorialPurged)\.", "", str(e))) from None
 
     def splitter(self, label_horizon: int = 1) -> WalkForward | CombinatorialPurged:
         "The splitter these settings describe, for labels that look `label_horizon` bars ahead."
@@ -74,6 +80,9 @@ class WalkForwardConfig:
         kw = dict(purge=self.purge, embargo=self.embargo, label_horizon=label_horizon)
         if self.scheme == "cpcv": return CombinatorialPurged(self.n_groups, self.n_test_groups, self.validation_groups, **kw)
         return WalkForward(self.train, self.test, self.validation, self.step, self.expanding, **kw)
+
+WALK_FORWARD_KEYS = ("train", "validation", "test", "step", "expanding")   # scheme walk_forward only
+CPCV_KEYS = ("n_groups", "n_test_groups", "validation_groups")            # scheme cpcv only
 
 # %% ../nbs/07a_config.ipynb #8d6f424c
 class ConfigError(ValueError):

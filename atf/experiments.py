@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 import atf
 from .backtest import REBALANCE
-from .config import ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, data_source, git_commit, load_bars
+from .config import WALK_FORWARD_KEYS, ConfigError, CostConfig, DataConfig, WalkForwardConfig, build_config, config_hash, data_source, git_commit, load_bars
 from .data import data_record, resample_ohlcv
 from .features import FeatureSpec, direction_labels, make_features
 from .learners import FoldData, LogisticLearner, learner_class
@@ -174,6 +174,8 @@ def check_folds(cfg: ExperimentConfig) -> None:
     try: wf.splitter(cfg.label.horizon)
     except ValueError as e: raise ConfigError(f"walk_forward: {e}") from None
     if wf.scheme != "cpcv": return
+    if set_ := [k for k in WALK_FORWARD_KEYS if getattr(wf, k) != getattr(WalkForwardConfig(), k)]:
+        raise ConfigError(f"walk_forward.{set_[0]}: a key of scheme walk_forward, which cpcv does not use; remove it")
     if wf.validation_groups < 1: raise ConfigError("walk_forward.validation_groups: experiments tune on validation bars; need >= 1")
     spec = check_space(cfg.search_space).get("window", {})
     windows = [cfg.model.window, *spec.get("choices", []), spec.get("high", 0), spec.get("value", 0)]
@@ -419,7 +421,9 @@ def report_key(cfg: ExperimentConfig, out: Path, key: str, r: dict, meta: dict) 
             *([importance_figure(imp)] if len(imp) else [])]
     write_report(out / f"report_{key}.html", f"{cfg.name}: {title}", r["oos"], r["benchmark"], metrics=table.loc[_PAGE_ROWS],
                  folds=r["folds"], meta={**meta, "model": name, "metric": cfg.tuning.metric, "trials_per_fold": cfg.tuning.n_trials,
-                                         "periods_per_year": P, "rebalance": cfg.trading.rebalance, "long_only": cfg.trading.long_only},
+                                         "periods_per_year": P, "rebalance": cfg.trading.rebalance, "long_only": cfg.trading.long_only,
+                                         "out_of_sample": f"CPCV path 1 of {len(r['paths'])}: every path under 'Is it luck?'"
+                                                          if r["paths"] else "the folds' test segments, stitched"},
                  periods_per_year=P, name=name, others={"logistic": r["logistic"]}, extra_figures=figs,
                  sections=[luck_section(luck)],
                  extra_tables={"Out-of-sample calls: confusion counts (rows: truth, columns: call)": _confusion(table),
@@ -506,7 +510,9 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
                                                 "oos_sharpe": {k: {c: round(v, 4) for c, v in h.items()} for k, h in headline.items()}, "config_hash": meta["config_hash"],
                                                 "model": cfg.model.name, "metric": cfg.tuning.metric,
                                                 "best_params_per_fold": fold_params,
-                                                "luck": {k: {f: v[f] for f in ("dsr", "pbo", "oos_psr", "verdict")} for k, v in luck.items()}},
+                                                "luck": {k: {f: v[f] for f in ("dsr", "pbo", "oos_psr", "verdict")} |
+                                                         {b: v[b]["sharpe"] | {"n": v[b]["n"]} for b in ("seed_band", "cpcv_paths") if v[b]}
+                                                         for k, v in luck.items()}},
                         bank=cfg.memory_bank, title=f"Experiment {cfg.name}")
         if git_commit_summary:
             commit_summary([md, Path(cfg.memory_bank) / "runs.jsonl"], f"Record experiment {run_id}")

@@ -19,8 +19,9 @@ from .overfitting import LUCK_THRESHOLDS, deflated_sharpe, min_backtest_length, 
 from .reports import html_table
 
 # %% auto #0
-__all__ = ['TRIALS', 'MAX_BLOCKS', 'write_trials', 'read_trials', 'fold_luck', 'key_luck', 'oos_probability', 'band_table',
-           'luck_summary', 'judge', 'logit_figure', 'path_figure', 'luck_section', 'check_luck', 'check_blocks']
+__all__ = ['TRIALS', 'MIN_BLOCKS', 'MAX_BLOCKS', 'write_trials', 'read_trials', 'fold_luck', 'key_luck', 'oos_probability',
+           'band_table', 'luck_summary', 'judge', 'logit_figure', 'path_figure', 'luck_section', 'check_luck',
+           'check_blocks']
 
 # %% ../nbs/15b_luck.ipynb #7fbfc3f7
 TRIALS = "trials"                    # the folder under a run that keeps every trial's validation returns
@@ -48,9 +49,9 @@ def read_trials(out: Path, key: str) -> tuple[float, list[dict]]:
 
 # %% ../nbs/15b_luck.ipynb #6829885d
 def _blocks(n_bars: int, wanted: int) -> int:
-    "The CSCV block count: `wanted`, lowered to an even number of at least 2 bars per block."
+    "The CSCV block count: `wanted`, lowered to an even number of at least 2 bars per block; 0 below 4 blocks (no PBO)."
     b = min(wanted, n_bars // 2)
-    return b - b % 2
+    return b - b % 2 if b >= 4 else 0
 
 def fold_luck(matrix: pd.DataFrame,     # validation returns: bars x completed trials
               best: int | None,         # the trial tuning selected
@@ -62,11 +63,11 @@ def fold_luck(matrix: pd.DataFrame,     # validation returns: bars x completed t
     n, root = sum(counts.values()), np.sqrt(periods_per_year)
     row = {"trials": n, "complete": counts.get("COMPLETE", 0), "pruned": counts.get("PRUNED", 0), "failed": counts.get("FAIL", 0)}
     if best is None or str(best) not in matrix: return row
-    if matrix.shape[1] < 2 and n > 1: return row | {"selected_sharpe": sharpe_stats(matrix[str(best)]).sharpe * root}   # no V
+    if matrix.shape[1] < 2 and n > 1: return row | {"selected_sharpe_annual": sharpe_stats(matrix[str(best)]).sharpe * root}   # no V
     d = deflated_sharpe(matrix[str(best)], [sharpe_stats(matrix[c]).sharpe for c in matrix], n_trials=max(n, matrix.shape[1]))
-    row |= {"selected_sharpe": d.sharpe * root, "expected_max_sharpe": d.benchmark * root, "dsr": d.dsr}
+    row |= {"selected_sharpe_annual": d.sharpe * root, "expected_max_sharpe_annual": d.benchmark * root, "dsr": d.dsr}
     b = _blocks(len(matrix), n_blocks)
-    if matrix.shape[1] >= 2 and b >= 2:
+    if matrix.shape[1] >= 2 and b:
         p = pbo(matrix, n_blocks=b)
         row |= {"pbo": p.pbo, "prob_loss": p.prob_loss, "degradation": p.slope, "splits": p.n_splits, "logits": p.logits}
     return row
@@ -123,7 +124,13 @@ def luck_summary(selection: dict,              # `key_luck`'s figures
             "trials_per_fold": selection["trials"], "dsr": _f(selection["dsr"]), "pbo": _f(selection["pbo"]),
             "oos_psr": _f(oos_probability(oos)), "validation_years": _f(selection["validation_years"]),
             "min_backtest_years": _f(selection["min_backtest_years"]), "seed_band": band(seeds), "cpcv_paths": band(paths),
-            "thresholds": dict(LUCK_THRESHOLDS), "verdict": verdict(selection["dsr"], selection["pbo"])}
+            "thresholds": dict(LUCK_THRESHOLDS), "verdict": verdict(selection["dsr"], selection["pbo"]) + _spread(seeds, paths)}
+
+def _spread(seeds: pd.DataFrame | None, paths: pd.DataFrame | None) -> str:
+    "What the verdict adds about the out-of-sample Sharpe's spread over refit seeds and CPCV paths."
+    say = lambda t, what: (f"; out-of-sample Sharpe over {len(t) - 4} {what}: median {t.loc['median', 'sharpe']:.2f} "
+                           f"(min {t.loc['min', 'sharpe']:.2f}, max {t.loc['max', 'sharpe']:.2f})")
+    return (say(paths, "CPCV paths") if paths is not None else "") + (say(seeds, "refit seeds") if seeds is not None else "")
 
 # %% ../nbs/15b_luck.ipynb #2a399eab
 def judge(out: Path,                   # the run folder, with the key's kept trials (`write_trials`)
@@ -158,30 +165,34 @@ def luck_section(judged: dict) -> str:
     s, th, selection, seeds, paths = judged["summary"], judged["summary"]["thresholds"], judged["selection"], judged["seeds"], judged["paths"]
     facts = pd.Series({"trials run (complete / pruned / failed)": " / ".join(str(s["trials"].get(k, 0)) for k in ("complete", "pruned", "failed")),
                        "deflated Sharpe ratio (median over folds)": s["dsr"], "probability of backtest overfitting (mean over folds)": s["pbo"],
-                       "out-of-sample PSR (Sharpe > 0)": s["oos_psr"], "validation years per fold": s["validation_years"],
+                       "out-of-sample PSR (Sharpe > 0; the headline series)": s["oos_psr"], "validation years per fold": s["validation_years"],
                        "years needed for Sharpe 1 not to be luck (MinBTL)": s["min_backtest_years"]}, name="value").to_frame()
     body = ["<h2>Is it luck?</h2>", f"<p><b>{html.escape(s['verdict'])}</b></p>",
-            f"<p>Thresholds: DSR below {th['dsr']} or PBO above {th['pbo']}: likely overfit. DSR deflates the selected trial's "
+            f"<p>Thresholds: DSR below {th['dsr']} or PBO above {th['pbo']}: likely luck. DSR deflates the selected trial's "
             "validation Sharpe by what the best of that many trials of noise would reach; PBO is the share of CSCV splits where "
             "the in-sample best trial ranks below the median out of sample.</p>", html_table(facts)]
     if len(selection["logits"]): body.append(logit_figure(selection["logits"]).to_html(full_html=False, include_plotlyjs=False))
     body += ["<h3>By fold</h3>", html_table(selection["folds"])]
-    if seeds is not None: body += ["<h3>Refit seeds</h3>", html_table(seeds)]
+    if seeds is not None:
+        body += ["<h3>Refit seeds</h3><p>Every fold refit with the tuned parameters under each seed, then traded and stitched "
+                 "as the headline is (along path 1 under CPCV); the first seed is the headline. Sharpe annualised.</p>", html_table(seeds)]
     if paths is not None:
-        body += ["<h3>CPCV backtest paths</h3>", path_figure(paths).to_html(full_html=False, include_plotlyjs=False), html_table(paths)]
+        body += ["<h3>CPCV backtest paths</h3><p>Each path is one full out-of-sample backtest assembled from the splits' test "
+                 "groups (every group once, each from a different split); path 1 is the headline series of this report.</p>",
+                 path_figure(paths).to_html(full_html=False, include_plotlyjs=False), html_table(paths)]
     return "".join(body)
 
 # %% ../nbs/15b_luck.ipynb #4977d76d
 def check_luck(cfg) -> None:
     "An experiment config's `seeds` and `tuning.pbo_blocks`, each mistake one line naming its key."
-    if cfg.seeds is not None and (not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds)):
-        raise ConfigError(f"seeds: {cfg.seeds!r} must be a non-empty list of distinct whole numbers, or null")
+    if cfg.seeds is not None and (not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or not all(0 <= s < 2**32 for s in cfg.seeds)):
+        raise ConfigError(f"seeds: {cfg.seeds!r} must be a non-empty list of distinct whole numbers from 0 to 2**32 - 1, or null")
     check_blocks(cfg.tuning.pbo_blocks, "tuning.pbo_blocks")
 
-MAX_BLOCKS = 20          # C(20, 10) = 184,756 splits a fold; C(22, 11) is already 705,432
+MIN_BLOCKS, MAX_BLOCKS = 4, 20   # C(4, 2) = 6 splits a fold at least; C(20, 10) = 184,756 at most (C(22, 11) = 705,432)
 
 def check_blocks(n_blocks: int, key: str) -> None:
-    "A CSCV block count: even, 2 to MAX_BLOCKS (ConfigError names `key`)."
-    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2 or n_blocks % 2 or n_blocks > MAX_BLOCKS:
-        raise ConfigError(f"{key}: {n_blocks!r} must be an even number from 2 to {MAX_BLOCKS} "
+    "A CSCV block count: even, MIN_BLOCKS to MAX_BLOCKS (ConfigError names `key`)."
+    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < MIN_BLOCKS or n_blocks % 2 or n_blocks > MAX_BLOCKS:
+        raise ConfigError(f"{key}: {n_blocks!r} must be an even number from {MIN_BLOCKS} to {MAX_BLOCKS} "
                           f"(CSCV halves the blocks; C(S, S/2) splits grow fast)")

@@ -122,13 +122,16 @@ def _write_asset(out: Path, cfg: StudyConfig, asset: str, close: pd.Series, stud
     return table, folds, reg, luck["summary"]
 
 # %% ../nbs/08_studies.ipynb #378b004a
-def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict) -> Path:
-    "report.html: the headline table of every asset, linking each asset's report and tear sheet."
+def _index_page(out: Path, cfg: StudyConfig, metrics: pd.DataFrame, meta: dict, luck: dict) -> Path:
+    "report.html: the headline table of every asset, how much of it is luck, and links to each asset's report and tear sheet."
     links = "".join(f"<li><a href='report_{a}.html'>{a}</a>" + (f" (<a href='tearsheet_{a}.html'>quantstats tear sheet</a>)"
                     if (out / f"tearsheet_{a}.html").exists() else "") + "</li>" for a in cfg.data.assets)
     info = "<br>".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}" for k, v in meta.items())
     body = [f"<h1>{html.escape(cfg.name)}</h1><p class='meta'>{info}</p>",
             f"<h2>Out-of-sample, stitched over walk-forward test years</h2>{html_table(metrics.loc[_HEADLINE + _CALLS])}",
+            "<h2>Is it luck?</h2>", html_table(pd.DataFrame({a: {"DSR (median over folds)": s["dsr"], "PBO (mean over folds)": s["pbo"],
+                                                                  "out-of-sample PSR": s["oos_psr"], "verdict": s["verdict"]}
+                                                              for a, s in luck.items()})),
             f"<h2>Per-asset reports</h2><ul>{links}</ul>"]
     (out / "report.html").write_text(html_page(cfg.name, body), encoding="utf-8")
     return out / "report.html"
@@ -165,6 +168,6 @@ def run_rule_study(cfg: StudyConfig,            # a checked config (`load_config
                                               "oos_sharpe": sharpe, "oos_calls": calls, "luck": luck,
                                               "oos": {a: {k: float(s.loc[k, "strategy"]) for k in _HEADLINE} for a, s in summaries.items()}},
                                              indent=2, default=str))
-    _index_page(out, cfg, metrics, meta)
+    _index_page(out, cfg, metrics, meta, luck)
     write_runs_index(cfg.output_dir)
     return out

@@ -224,8 +224,9 @@ def test_config_scheme_builds_the_splitter():
 
 @pytest.mark.parametrize("raw, says", [
     ({"scheme": "cpvc"}, "walk_forward.scheme: expected 'walk_forward' or 'cpcv', got 'cpvc'"),
-    ({"scheme": "cpcv", "n_groups": 1}, "walk_forward: CombinatorialPurged.n_groups must be >= 2"),
-    ({"scheme": "cpcv", "validation_groups": 4}, "walk_forward: CombinatorialPurged.validation_groups=4 leaves no training group"),
+    ({"scheme": "cpcv", "n_groups": 1}, "walk_forward: n_groups must be >= 2"),
+    ({"scheme": "cpcv", "validation_groups": 4}, "walk_forward: validation_groups=4 leaves no training group"),
+    ({"n_groups": 4}, "walk_forward: n_groups is a key of scheme cpcv, which this config does not use"),
     ({"scheme": "cpcv", "n_groups": "6"}, "walk_forward.n_groups: expected int, got '6'"),
 ])
 def test_config_errors_name_the_key(raw, says):

@@ -104,13 +104,15 @@ def test_cpcv_config_with_seeds_reports_luck_and_recomputes_it(tmp_path):
     assert "Is it luck?" in page and "CPCV backtest paths" in page and "Refit seeds" in page
     cli = subprocess.run([ATF, "overfitting", str(out)], capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0, cli.stderr
-    assert luck["verdict"] in cli.stdout and f"median DSR {luck['dsr']}" in cli.stdout and f"mean PBO {luck['pbo']}" in cli.stdout
+    assert luck["verdict"] in cli.stdout and f"median DSR {luck['dsr']:.3f}" in cli.stdout and f"mean PBO {luck['pbo']:.3f}" in cli.stdout
+    assert "note:" not in cli.stdout and "CPCV paths (3): Sharpe median" in cli.stdout       # the same figures as the run's
+    assert "CPCV path 1 of 3" in page and "over 3 CPCV paths: median" in luck["verdict"]
     entry = [json.loads(l) for l in (tmp_path / "mb" / "runs.jsonl").read_text().splitlines()][-1]
-    assert entry["luck"]["MSFT_native"]["dsr"] == luck["dsr"]
+    assert entry["luck"]["MSFT_native"]["dsr"] == luck["dsr"] and entry["luck"]["MSFT_native"]["cpcv_paths"]["n"] == 3
     bad = subprocess.run([ATF, "overfitting", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no trials/ folder" in bad.stderr and bad.stderr.count("\n") == 1
     bad = subprocess.run([ATF, "overfitting", str(out), "--blocks", "7"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "--blocks: 7 must be an even number" in bad.stderr and bad.stderr.count("\n") == 1
+    assert bad.returncode != 0 and "--blocks: 7 must be an even number from 4 to 20" in bad.stderr and bad.stderr.count("\n") == 1
 
 
 def cpcv_fold_study(cfg, df, fold, storage):
@@ -148,6 +150,6 @@ def test_one_completed_trial_among_many_has_no_deflated_sharpe():
     from atf.luck import fold_luck
     one = pd.DataFrame({"3": np.random.default_rng(0).normal(0.002, 0.01, 250)})
     row = fold_luck(one, 3, {"COMPLETE": 1, "PRUNED": 19}, 252)
-    assert "dsr" not in row and "pbo" not in row and row["trials"] == 20 and row["selected_sharpe"] > 0
+    assert "dsr" not in row and "pbo" not in row and row["trials"] == 20 and row["selected_sharpe_annual"] > 0
     alone = fold_luck(one, 3, {"COMPLETE": 1}, 252)           # one trial run: nothing was selected, the DSR is the PSR
-    assert alone["expected_max_sharpe"] == 0 and 0.5 < alone["dsr"] < 1
+    assert alone["expected_max_sharpe_annual"] == 0 and 0.5 < alone["dsr"] < 1
