@@ -43,7 +43,7 @@ def write_trials(out: Path,                 # the run folder
 def read_trials(out: Path, key: str) -> tuple[float, list[dict]]:
     "Bars per year and the folds (number, matrix, best, counts) that `write_trials` kept for `key`."
     folder = Path(out) / TRIALS / key
-    if not (folder / "folds.json").exists(): raise FileNotFoundError(f"{folder}: no trials kept (a run of atf < 0.13?)")
+    if not (folder / "folds.json").exists(): raise FileNotFoundError(f"{folder}: no trials kept (a run made before atf kept its trials?)")
     meta = json.loads((folder / "folds.json").read_text())
     return meta["periods_per_year"], [{**f, "matrix": pd.read_parquet(folder / f"fold{f['number']}.parquet")} for f in meta["folds"]]
 
