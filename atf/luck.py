@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from .config import ConfigError
 from .metrics import max_drawdown, sharpe, total_return
 from .overfitting import LUCK_THRESHOLDS, deflated_sharpe, min_backtest_length, pbo, probabilistic_sharpe, sharpe_stats, verdict
-from .reports import html_table
+from .reports import equity_figure, html_table
 
 # %% auto #0
 __all__ = ['TRIALS', 'MIN_BLOCKS', 'MAX_BLOCKS', 'write_trials', 'read_trials', 'fold_luck', 'key_luck', 'oos_probability',
@@ -144,7 +144,8 @@ def judge(out: Path,                   # the run folder, with the key's kept tri
     sel = key_luck(out, key, n_blocks)
     band = lambda d: band_table(d, sel["periods_per_year"]) if d and len(d) > 1 else None
     seeds_t, paths_t = band(seeds), band(paths)
-    return {"summary": luck_summary(sel, oos, seeds_t, paths_t), "selection": sel, "seeds": seeds_t, "paths": paths_t}
+    return {"summary": luck_summary(sel, oos, seeds_t, paths_t), "selection": sel, "seeds": seeds_t, "paths": paths_t,
+            "series": {"seeds": seeds if seeds_t is not None else None, "paths": paths if paths_t is not None else None}}
 
 # %% ../nbs/15b_luck.ipynb #37890a70
 def logit_figure(logits: np.ndarray, title: str = "PBO: logit of the selected trial's out-of-sample rank") -> go.Figure:
@@ -175,11 +176,13 @@ def luck_section(judged: dict) -> str:
     body += ["<h3>By fold</h3>", html_table(selection["folds"])]
     if seeds is not None:
         body += ["<h3>Refit seeds</h3><p>Every fold refit with the tuned parameters under each seed, then traded and stitched "
-                 "as the headline is (along path 1 under CPCV); the first seed is the headline. Sharpe annualised.</p>", html_table(seeds)]
+                 "as the headline is (along path 1 under CPCV); the first seed is the headline. Sharpe annualised.</p>", html_table(seeds),
+                 equity_figure(judged["series"]["seeds"], "Out-of-sample growth of 1 by refit seed (log scale)").to_html(full_html=False, include_plotlyjs=False)]
     if paths is not None:
         body += ["<h3>CPCV backtest paths</h3><p>Each path is one full out-of-sample backtest assembled from the splits' test "
                  "groups (every group once, each from a different split); path 1 is the headline series of this report.</p>",
-                 path_figure(paths).to_html(full_html=False, include_plotlyjs=False), html_table(paths)]
+                 path_figure(paths).to_html(full_html=False, include_plotlyjs=False), html_table(paths),
+                 equity_figure(judged["series"]["paths"], "Out-of-sample growth of 1 by CPCV path (log scale)").to_html(full_html=False, include_plotlyjs=False)]
     return "".join(body)
 
 # %% ../nbs/15b_luck.ipynb #4977d76d
