@@ -7,7 +7,7 @@ STAMP := $(VENV)/.atf-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 NBDEV_WORKERS ?= 2
 
-.PHONY: help install demo test test-sync test-nbs test-py test-workflows test-container workflows lab export readme docs-check bench clean
+.PHONY: help install demo test test-sync test-lint test-nbs test-py test-workflows test-container workflows lab export readme docs-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -29,11 +29,14 @@ demo: install  ## rule study + LSTM nested walk-forward on real data, exported f
 	  && $(BIN)/atf export reports/$$run \
 	  && echo "serve it: ATF_API_KEY=<a secret> $(BIN)/atf serve reports/$$run/models/AAPL_native"
 
-test: install test-sync test-nbs test-py test-workflows test-container docs-check  ## sync check, notebooks, pytest, papermill, container, docs
+test: install test-sync test-lint test-nbs test-py test-workflows test-container docs-check  ## sync check, workflow lint, notebooks, pytest, papermill, container, docs
 
 test-sync: install
 	scripts/check-sync.sh
 	$(BIN)/python scripts/sync_readme.py --check
+
+test-lint: install  ## the GitHub Actions workflows, offline: actionlint + the GitHub workflow schema
+	scripts/lint-workflows.sh
 
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers $(NBDEV_WORKERS) --timing

@@ -60,7 +60,8 @@ nbdev's docs processing. For the image it installs `podman`,
 `runc`, `debootstrap`, `uidmap` and `curl` with `apt-get` when missing, and when Docker Hub cannot be reached it
 builds its own Debian bookworm base with Python 3.11 by `debootstrap` (the image is about 480 MB, without torch). It
 takes about 23 minutes on 2 cores and exits non-zero on any failure. CI (`.ci/run`, `.github/workflows/ci.yml`) runs
-the same.
+the same; `.github/workflows/docs.yml` builds the Quarto site on every pull request and publishes it to GitHub Pages
+from main.
 
 """
 
