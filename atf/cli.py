@@ -146,8 +146,8 @@ def luck_of_run(run_dir: str | Path,           # an experiment or rule-study run
     "The 'Is it luck?' figures of a run (an experiment or a rule study), recomputed from its kept trials and out-of-sample CSVs: key -> `judge`."
     from atf.luck import check_blocks, judge   # loaded when the command runs: see above
     run = Path(run_dir)
-    found = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir()) if (run / "trials").is_dir() else []
     if not run.is_dir(): raise FileNotFoundError(f"{run}: no such run folder")
+    found = sorted(p.name for p in (run / "trials").iterdir() if p.is_dir()) if (run / "trials").is_dir() else []
     if not found: raise FileNotFoundError(f"{run}: no trials/ folder of kept trials: not a finished experiment or rule-study run "
                                           "(or one made before atf kept its trials)")
     if unknown := sorted(set(keys or []) - set(found)): raise ValueError(f"--key {unknown}: not in this run (its keys: {found})")

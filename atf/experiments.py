@@ -332,7 +332,7 @@ def test_paths(cfg: ExperimentConfig, bars: pd.DataFrame, results: list[FoldResu
 
 def _pieces(path: list, pick) -> list[pd.Series]:
     "The series `pick(result)` of each fold on a path, cut to the path's bars of that fold (CPCV)."
-    return [pick(r) if bars is None else pick(r)[pick(r).index.isin(bars)] for r, bars in path]
+    return [s if bars is None else s[s.index.isin(bars)] for s, bars in ((pick(r), bars) for r, bars in path)]
 
 # %% ../nbs/15_experiments.ipynb #ab567915
 def account(cfg: ExperimentConfig, asset: str, timeframe: str, results: list[FoldResult]) -> dict:
