@@ -33,7 +33,7 @@ def diagrams() -> list[tuple[str, str]]:
     found = []
     for p in sorted(Path("nbs").rglob("*.ipynb")):
         for k, c in enumerate(json.loads(p.read_text())["cells"]):
-            found += [(f"{p} cell {k}", m) for m in re.findall(r"```mermaid\n(.*?)```", "".join(c["source"]), re.S)]
+            found += [(f"{p} cell {k}", m) for m in re.findall(r"```\{?mermaid\}?\n(.*?)```", "".join(c["source"]), re.S)]
     for p in sorted(Path("nbs").rglob("*.qmd")):
         found += [(str(p), m) for m in re.findall(r"```\{?mermaid\}?\n(.*?)```", p.read_text(), re.S)]
     return found
