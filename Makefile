@@ -7,7 +7,7 @@ STAMP := $(VENV)/.atf-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 NBDEV_WORKERS ?= 2
 
-.PHONY: help install demo test test-sync test-lint test-nbs test-py test-workflows test-container workflows lab export readme docs-check bench clean
+.PHONY: help install demo test test-sync test-lint test-nbs test-py test-workflows test-container test-deploy workflows lab export readme docs-check bench clean test-deploy-config outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -29,13 +29,13 @@ demo: install  ## rule study + LSTM nested walk-forward on real data, exported f
 	  && $(BIN)/atf export reports/$$run \
 	  && echo "serve it: ATF_API_KEY=<a secret> $(BIN)/atf serve reports/$$run/models/AAPL_native"
 
-test: install test-sync test-lint test-nbs test-py test-workflows test-container docs-check  ## sync check, workflow lint, notebooks, pytest, papermill, container, docs
+test: install test-sync test-lint test-nbs test-py test-workflows test-container test-deploy docs-check test-deploy-config  ## sync check, workflow lint, notebooks, pytest, papermill, container, blue/green deploy, docs, deploy config
 
 test-sync: install
 	scripts/check-sync.sh
 	$(BIN)/python scripts/sync_readme.py --check
 
-test-lint: install  ## the GitHub Actions workflows, offline: actionlint + the GitHub workflow schema
+test-lint: install  ## workflows and shell scripts, offline: actionlint (shellcheck on run: blocks), the workflow schema, shellcheck
 	scripts/lint-workflows.sh
 
 test-nbs: install
@@ -45,8 +45,14 @@ test-py: install  ## pytest; PostgreSQL 15 for the shared-storage tests, Ray tes
 	scripts/ensure-system-deps.sh postgresql-15
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
+test-deploy-config: install  ## deploy/ offline: promtool rules + unit tests, kustomize overlays vs k8s schemas, compose
+	scripts/check-deploy-config.sh
+
 test-container: install  ## build the serving image with podman, run it, check /ready and /predict, remove it
 	scripts/container-smoke.sh
+
+test-deploy: install  ## blue/green with podman + nginx: deploy v1, a broken v2 (refused), v2, roll back; 0 failed client requests
+	scripts/deploy-test.sh
 
 test-workflows: install
 	scripts/run-workflows.sh ci-$$(date -u +%Y%m%dT%H%M%SZ)
@@ -64,6 +70,9 @@ export: install  ## notebooks -> atf/ and README.md (run after editing nbs/), cl
 
 readme: install  ## README.md from nbs/index.ipynb (nbdev_readme needs Quarto)
 	$(BIN)/python scripts/sync_readme.py
+
+outputs: install  ## re-execute the chapters and store their outputs for the docs (NBS="nbs/05_backtest.ipynb" for some)
+	$(BIN)/python scripts/execute_chapters.py $(NBS)
 
 docs-check: install  ## nbdev's notebook processing without Quarto (_proc/)
 	$(BIN)/python -c "from nbdev.serve import proc_nbs; proc_nbs()"

@@ -25,6 +25,12 @@ WF = Path(".github/workflows")
 WORKFLOWS = sorted(WF.glob("*.yml"))
 
 
+def TRACKED(path: str) -> bool:
+    "Whether git tracks `path` (True outside a git checkout, where there is nothing to ask)."
+    if not Path(".git").exists(): return True
+    return subprocess.run(["git", "ls-files", "--error-unmatch", path], capture_output=True).returncode == 0
+
+
 def load(name: str) -> dict:
     wf = yaml.safe_load((WF / name).read_text())
     wf["on"] = wf.pop(True, wf.get("on"))          # YAML 1.1 reads the key `on` as True
@@ -134,6 +140,7 @@ def test_every_script_a_workflow_runs_exists_and_is_executable(path):
     for job, s in run_blocks(load(path.name)):
         for script in re.findall(r"(?<![\w/])scripts/[\w.-]+\.(?:sh|py)", s["run"]):
             assert Path(script).is_file(), f"{path.name}: {script} does not exist"
+            assert TRACKED(script), f"{path.name}: {script} is not committed (git ls-files): a clean clone lacks it"
             if script.endswith(".sh"):
                 assert os.access(script, os.X_OK), f"{path.name}: {script} is not executable"
 
@@ -382,9 +389,11 @@ def test_fetch_model_refuses_archive_members_that_escape(model, tmp_path, member
         if member == "link": info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         else: info.size = 1
         tf.addfile(info, None if member == "link" else __import__("io").BytesIO(b"x"))
-    res = fetch("--tarball", t, "--sha256", sha256(model / "manifest.json"), "--dest", tmp_path / "out")
+    scratch = tmp_path / "t"; scratch.mkdir()           # the script unpacks under $TMPDIR: "../x" would land here
+    res = fetch("--tarball", t, "--sha256", sha256(model / "manifest.json"), "--dest", tmp_path / "out",
+                env={"TMPDIR": str(scratch)})
     assert res.returncode == 1 and says in res.stderr, res.stderr
-    assert not (tmp_path / "escape.txt").exists()
+    assert not list(scratch.iterdir()) and not (tmp_path / "out").exists(), (list(scratch.iterdir()), res.stderr)
 
 
 def test_fetch_model_downloads_a_release_with_gh(model, tmp_path):
