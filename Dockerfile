@@ -17,14 +17,16 @@ FROM ${BASE_IMAGE} AS build
 ARG PIP_CERT=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY settings.ini setup.py pyproject.toml README.md ./
+# two layers: the pinned serving dependencies (settings.ini's serve_requirements at constraints.txt's versions) change
+# rarely and stay cached; the package itself (atf/) changes often and is installed on top without dependencies
+COPY settings.ini ./
 COPY requirements/ requirements/
-COPY atf/ atf/
-# the serving dependencies are settings.ini's serve_requirements, at the versions pinned in constraints.txt
 RUN python3 -m venv /opt/venv \
  && export PIP_CERT="${PIP_CERT}" \
- && /opt/venv/bin/pip install -q -c requirements/constraints.txt $(sed -n 's/^serve_requirements *= *//p' settings.ini) \
- && /opt/venv/bin/pip install -q --no-deps . \
+ && /opt/venv/bin/pip install -q -c requirements/constraints.txt $(sed -n 's/^serve_requirements *= *//p' settings.ini)
+COPY setup.py pyproject.toml README.md ./
+COPY atf/ atf/
+RUN /opt/venv/bin/pip install -q --no-deps . \
  && /opt/venv/bin/python -c "import atf.serving.app, atf.serving.cli, sys; assert 'torch' not in sys.modules" \
  && /opt/venv/bin/python -m pip uninstall -q -y pip setuptools
 
