@@ -3,6 +3,7 @@ overlays against the Kubernetes schemas; compose.yaml resolved and checked again
 to the app: the alert rules read metrics the service really exports, the probes and the scrape hit its public paths,
 the env template names what the code reads. A broken rule, manifest or compose file makes the check fail."""
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from atf.serving.app import PUBLIC_PATHS, ServeConfig, ServeConfigError, create_app
@@ -21,6 +23,8 @@ SCRIPT = ROOT / "scripts" / "check-deploy-config.sh"
 pytestmark = pytest.mark.xdist_group("deploy_config")     # one worker: the full check below runs once
 
 OVERLAYS = sorted(p.name for p in (DEPLOY / "k8s" / "overlays").iterdir() if p.is_dir())
+COMPONENTS = sorted(p.name for p in (DEPLOY / "k8s" / "components").iterdir() if p.is_dir())
+VARIANTS = sorted([*OVERLAYS, *(f"{o}+{c}" for o in OVERLAYS for c in COMPONENTS)])   # what --render-to writes
 
 
 def run_check(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -29,7 +33,7 @@ def run_check(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, list[dict]]]:
-    "One full run of the check, keeping the rendered overlays: (the run, {overlay: its manifests})."
+    "One full run of the check, keeping the rendered overlays: (the run, {overlay or overlay+component: its manifests})."
     out = tmp_path_factory.mktemp("rendered")
     res = run_check("--render-to", str(out))
     docs = {p.stem: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in out.glob("*.yaml")}
@@ -48,12 +52,15 @@ def test_every_deploy_check_passes(checked):
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     expected = ["promtool check config", "promtool check rules", "promtool test rules",
-                *[f"kubectl kustomize k8s/overlays/{o}" for o in OVERLAYS], "kubernetes-validate --strict",
-                "podman-compose config", "check-jsonschema vendor.compose-spec"]
+                *[f"kubectl kustomize k8s/overlays/{o}" for o in OVERLAYS],
+                *[f"kubectl kustomize k8s/overlays/{o} + k8s/components/{c}" for o in OVERLAYS for c in COMPONENTS],
+                "kubernetes-validate --strict", "podman-compose config (compose.yaml with",
+                "check-jsonschema vendor.compose-spec compose.yaml",
+                "podman-compose config (compose.yaml + compose.model-dir.yaml", "check-jsonschema vendor.compose-spec compose.model-dir.yaml"]
     for name in expected:
         assert any(l.startswith("ok   " + name) for l in lines), f"no passing check '{name}' in:\n{res.stdout}"
     assert lines[-1] == f"deploy config: {len(expected)} checks passed"
-    assert sorted(docs) == OVERLAYS and OVERLAYS == ["production", "staging"]
+    assert sorted(docs) == VARIANTS and OVERLAYS == ["production", "staging"] and COMPONENTS == ["model-volume"]
 
 
 def test_help_and_usage_errors():
@@ -116,6 +123,145 @@ def test_alert_rules_read_only_metrics_the_app_exports():
     assert "histogram_quantile(0.99" in next(r["expr"] for r in rules if "atf_request_latency_seconds_bucket" in used[r["alert"]])
 
 
+TARGET_LABELS = {"job", "instance"}                      # Prometheus adds them to every scraped series
+
+
+def _balanced(e: str, start: int) -> str:
+    "The text inside the parentheses that open at e[start]."
+    depth = 0
+    for i in range(start, len(e)):
+        depth += {"(": 1, ")": -1}.get(e[i], 0)
+        if depth == 0: return e[start + 1:i]
+    raise ValueError(f"unbalanced parentheses in {e!r}")
+
+
+def label_uses(expr: str) -> list[tuple[str, set[str], set[str]]]:
+    """(label, the metrics it must be a label of (any one), what uses it) for every label an expression names: in a
+    selector's matchers (that metric), a `by`/`without` list (the metrics it aggregates) or `on`/`ignoring`/`group_*`
+    (the metrics of the expression)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    uses = []
+    for m in re.finditer(r"([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}", e):
+        for lab in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", m.group(2)):
+            uses.append((lab, {m.group(1)}, f"{m.group(1)}{{{lab}...}}"))
+    for m in re.finditer(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", e):
+        labels = {l.strip() for l in m.group(2).split(",") if l.strip()}
+        if m.group(1) in ("by", "without"):
+            rest = e[m.end():].lstrip()
+            if rest.startswith("("): inner = _balanced(rest, 0)                       # sum by (x) (inner)
+            else:                                                                      # sum (inner) by (x)
+                close = e[:m.start()].rstrip()
+                assert close.endswith(")"), f"no aggregated expression before {m.group(0)!r}"
+                depth, i = 0, len(close) - 1
+                while True:
+                    depth += {")": 1, "(": -1}.get(close[i], 0)
+                    if depth == 0: break
+                    i -= 1
+                inner = close[i + 1:-1]
+        else: inner = e
+        for lab in labels: uses.append((lab, metric_names(inner), f"{m.group(1)} ({lab})"))
+    return uses
+
+
+def test_label_use_extraction():
+    uses = label_uses('sum by (job, reason) (rate(a_total{path="/p", status=~"5.."}[5m])) / on (instance) group_left '
+                      'sum(b) without (le)')
+    assert sorted((l, tuple(sorted(ms))) for l, ms, _ in uses) == [
+        ("instance", ("a_total", "b")), ("job", ("a_total",)), ("le", ("b",)), ("path", ("a_total",)),
+        ("reason", ("a_total",)), ("status", ("a_total",))]
+
+
+def exported_labels() -> dict[str, set[str]]:
+    """Series name -> the label names the service emits on it: the real /metrics exposition of an app that has answered
+    requests, parsed; for a labelled family with no series yet (per-feature drift needs a model and 100 rows), the
+    labels its instrument takes, asked through prometheus_client's public remove_by_labels (it refuses unknown names)."""
+    app = create_app(ServeConfig(api_key="test-key"))
+    client = TestClient(app)
+    body = json.loads((DEPLOY / "proxy" / "smoke-body.json").read_text())
+    assert client.post("/predict", json=body, headers={"X-API-Key": "test-key"}).status_code == 503   # no model here
+    client.get("/status")                                                                            # a 401
+    labels: dict[str, set[str]] = {}
+    for fam in text_string_to_metric_families(client.get("/metrics").text):
+        for s in fam.samples: labels.setdefault(s.name, set()).update(s.labels)
+        if not fam.samples:
+            (inst,) = [m for m in vars(app.state.service.metrics).values()
+                       if isinstance(m, MetricWrapperBase) and fam.name in (d.name for d in m.describe())]
+            candidates = {"path", "status", "reason", "feature", "kind", "model", "quantile"} | set(re.findall(
+                r'\b(\w+)\s*(?:=~|!~|!=|=)\s*"', (DEPLOY / "prometheus" / "alerts.yml").read_text()))
+            for lab in candidates:
+                try: inst.remove_by_labels({lab: "\0never"})
+                except ValueError: continue
+                for suffix in {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(fam.type, ("",)):
+                    labels.setdefault(fam.name + suffix, set()).add(lab)
+                if fam.type == "histogram": labels.setdefault(fam.name + "_bucket", set()).add("le")
+    return labels
+
+
+def alert_label_problems(rules: list[dict], emitted: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for rule in rules:
+        for lab, metrics, where in label_uses(rule["expr"]):
+            if lab in TARGET_LABELS: continue
+            if not any(lab in emitted.get(m, set()) for m in metrics):
+                problems.append(f"{rule['alert']}: {where} is not a label the app emits on {sorted(metrics)}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def emitted() -> dict[str, set[str]]:
+    return exported_labels()
+
+
+def test_the_label_source_sees_every_labelled_family(emitted):
+    assert emitted["atf_requests_total"] == {"path", "status"}
+    assert emitted["atf_request_latency_seconds_bucket"] == {"path", "le"}
+    assert emitted["atf_failovers_total"] == {"reason"}
+    assert emitted["atf_drift_psi"] == {"feature"}                  # no series yet: from the instrument
+    assert emitted["atf_request_latency_quantile_seconds"] == {"quantile"}
+    assert emitted["atf_model_ready"] == set() and "code" not in set().union(*emitted.values())
+
+
+def test_alert_rules_use_only_labels_the_app_emits(emitted):
+    rules = [r for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"] for r in g["rules"]]
+    assert alert_label_problems(rules, emitted) == []
+    used = {lab for r in rules for lab, _, _ in label_uses(r["expr"])}
+    assert {"path", "status", "reason", "feature", "le"} <= used
+
+
+@pytest.mark.parametrize("old, new, needle", [
+    ('status=~"5.."', 'code=~"5.."', 'atf_requests_total{code...}'),
+    ("sum by (job, instance, reason)", "sum by (job, instance, cause)", "by (cause)"),
+    ("sum by (job, instance, le)", "sum by (job, instance, bucket)", "by (bucket)"),
+    ("max by (job, instance, feature) (atf_drift_psi)", "max by (job, instance, feature) (atf_drift_ks{path=\"x\"})",
+     "atf_drift_ks{path...}"),
+])
+def test_a_wrong_label_in_a_rule_is_caught(emitted, old, new, needle):
+    text = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    assert text.count(old) == 1, old
+    rules = [r for g in yaml.safe_load(text.replace(old, new))["groups"] for r in g["rules"]]
+    problems = alert_label_problems(rules, emitted)
+    assert len(problems) == 1 and needle in problems[0], problems
+
+
+def test_the_latency_budget_is_a_bucket_boundary_of_the_apps_histogram():
+    "histogram_quantile interpolates inside a bucket: a budget between boundaries fires on answers under it."
+    client = TestClient(create_app(ServeConfig(api_key="test-key")))
+    client.get("/health")
+    client.get("/metrics")
+    bounds = {s.labels["le"] for f in text_string_to_metric_families(client.get("/metrics").text)
+              for s in f.samples if s.name == "atf_request_latency_seconds_bucket"}
+    assert bounds, "no atf_request_latency_seconds_bucket series"
+    rule = next(r for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"] for r in g["rules"]
+                if r["alert"] == "AtfPredictLatencyP99OverBudget")
+    budget = float(re.search(r"\)\s*>\s*([0-9.]+)\s*$", rule["expr"].strip()).group(1))
+    assert budget in {float(b) for b in bounds}, f"budget {budget} s is not one of the app's buckets {sorted(bounds, key=float)}"
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())["tests"]
+    used = {re.search(r'le="([^"]+)"', s["series"]).group(1) for t in tests for s in t["input_series"]
+            if s["series"].startswith("atf_request_latency_seconds_bucket")}
+    assert {float(b) for b in used} <= {float(b) for b in bounds}, "alerts_test.yml uses buckets the app does not have"
+    assert budget in {float(b) for b in used}, "no rule test puts answers in the bucket that ends at the budget"
+
+
 def test_every_alert_has_a_firing_and_a_quiet_unit_test():
     rules = {r["alert"] for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"] for r in g["rules"]}
     tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())["tests"]
@@ -163,11 +309,59 @@ def test_k8s_runs_as_the_image_user_read_only_with_limits(checked):
         for kind in ("requests", "limits"):
             assert set(c["resources"][kind]) == {"cpu", "memory"}, f"{overlay}: resources.{kind}"
         mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-        assert mounts["/model"].get("readOnly") is True
+        assert "/tmp" in mounts, f"{overlay}: a read-only root needs a writable /tmp"
+
+
+def test_the_model_is_the_images_unless_the_model_volume_component_is_added(checked):
+    "The image's model by default (a digest names its model); the component mounts a claim read-only over /model."
+    _, docs = checked
+    assert "/model" in re.search(r"^ENTRYPOINT .*$", (ROOT / "Dockerfile").read_text(), re.M).group(0)
+    assert re.search(r"^COPY .* /model$", (ROOT / "Dockerfile").read_text(), re.M), "the image no longer bakes a model in"
+    for variant, manifests in docs.items():
+        spec = one(manifests, "Deployment")["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
         vols = {v["name"]: v for v in spec["volumes"]}
-        assert vols[mounts["/model"]["name"]]["persistentVolumeClaim"]["readOnly"] is True
-        claim = vols[mounts["/model"]["name"]]["persistentVolumeClaim"]["claimName"]
-        assert claim in {d["metadata"]["name"] for d in manifests if d["kind"] == "PersistentVolumeClaim"}
+        claims = {d["metadata"]["name"] for d in manifests if d["kind"] == "PersistentVolumeClaim"}
+        if "+" not in variant:
+            assert "/model" not in mounts and claims == set(), f"{variant}: a volume hides the image's model"
+            continue
+        assert variant.endswith("+model-volume")
+        assert mounts["/model"].get("readOnly") is True and "/tmp" in mounts, variant   # merged, not replaced
+        claim = vols[mounts["/model"]["name"]]["persistentVolumeClaim"]
+        assert claim["readOnly"] is True and claims == {claim["claimName"]}, variant
+        pvc = one(manifests, "PersistentVolumeClaim")
+        assert pvc["metadata"]["namespace"] == one(manifests, "Deployment")["metadata"]["namespace"]
+
+
+def test_k8s_docs_say_no_workflow_applies_them():
+    "deploy.yml deploys over SSH with scripts/deploy.sh: the k8s files must not claim CI applies or pins anything."
+    workflows = "\n".join(p.read_text() for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    assert "scripts/deploy.sh" in workflows
+    assert not re.search(r"\b(kubectl|kustomize|helm)\b", workflows), "a workflow applies k8s now: update deploy/k8s's docs"
+    texts = {p: p.read_text() for p in (DEPLOY / "k8s").rglob("*") if p.is_file() and p.suffix in {".yaml", ".md", ""}}
+    for p, text in texts.items():
+        for claim in (r"deploy\.yml (sets|pins|applies|writes)", r"(?<!Nothing in )CI (writes|sets|pins|applies)", r"\(CI:"):
+            assert not re.search(claim, text), f"{p.relative_to(ROOT)}: '{re.search(claim, text).group(0)}' is not true"
+    readme = texts[DEPLOY / "k8s" / "README.md"]
+    assert "No workflow applies them" in readme and "scripts/deploy.sh" in readme
+
+
+def test_the_readmes_kubectl_only_commands_set_the_image(checked):
+    "The README's sed pipelines match the rendered placeholder images exactly, so they put the digest in."
+    _, docs = checked
+    readme = (DEPLOY / "k8s" / "README.md").read_text()
+    seds = re.findall(r'sed "s\|image: (.*?)\$\|image: \$IMAGE@\$DIGEST\|"', readme)
+    assert len(seds) == 2, seds
+    digest = "sha256:" + "ab" * 32
+    for overlay in OVERLAYS:
+        (c,) = one(docs[overlay], "Deployment")["spec"]["template"]["spec"]["containers"]
+        line = f"image: {c['image']}"
+        hits = [s for s in seds if re.fullmatch("image: " + s.replace(r"\{64\}", "{64}"), line)]
+        assert len(hits) == 1, f"{overlay}: no README sed matches '{line}'"
+        res = subprocess.run(["sed", f"s|image: {hits[0]}$|image: ghcr.io/o/atf-serve@{digest}|"], input=line + "\n",
+                             capture_output=True, text=True, check=True)
+        assert res.stdout == f"image: ghcr.io/o/atf-serve@{digest}\n"
 
 
 def test_the_api_key_comes_from_a_generated_secret_never_committed(checked):
@@ -192,7 +386,7 @@ def test_the_api_key_comes_from_a_generated_secret_never_committed(checked):
 
 def test_overlays_differ_where_they_should(checked):
     _, docs = checked
-    dep = {o: one(m, "Deployment") for o, m in docs.items()}
+    dep = {o: one(docs[o], "Deployment") for o in OVERLAYS}
     assert {o: d["metadata"]["namespace"] for o, d in dep.items()} == {"staging": "atf-staging", "production": "atf-production"}
     assert dep["staging"]["spec"]["replicas"] == 1 and dep["production"]["spec"]["replicas"] == 3
     image = dep["production"]["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -200,8 +394,9 @@ def test_overlays_differ_where_they_should(checked):
     pdb = one(docs["production"], "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] < dep["production"]["spec"]["replicas"]      # a drain can still go on
     assert pdb["spec"]["selector"]["matchLabels"] == dep["production"]["spec"]["selector"]["matchLabels"]
-    for o, d in dep.items():
-        assert all(x["metadata"]["namespace"] == f"atf-{o}" for x in docs[o] if x["kind"] != "Namespace")
+    for variant, manifests in docs.items():
+        o = variant.split("+")[0]
+        assert all(x["metadata"]["namespace"] == f"atf-{o}" for x in manifests if x["kind"] != "Namespace"), variant
 
 
 # ------------------------------------------------------------------------------------------------- env and compose
@@ -216,7 +411,7 @@ def test_env_template_names_exactly_what_the_code_and_compose_read():
     service = set(re.findall(r'environ\[\s*"(\w+)"\s*\]|environ\.get\(\s*"(\w+)"|env\.get\(\s*"(\w+)"', code))
     service = {n for group in service for n in group if n}
     service |= set(re.findall(r'"\$(\w+)"', re.search(r"^ENTRYPOINT .*$", (ROOT / "Dockerfile").read_text(), re.M).group(0)))
-    compose = set(re.findall(r"\$\{(\w+)", (DEPLOY / "compose.yaml").read_text()))
+    compose = set(re.findall(r"\$\{(\w+)", "".join(p.read_text() for p in DEPLOY.glob("compose*.yaml"))))
     assert {"ATF_API_KEY", "HOST", "PORT"} <= service and {"ATF_IMAGE", "ATF_MODEL_DIR"} <= compose
     names = set(template())
     assert service - names == set(), f"the service reads {sorted(service - names)}, not in the template"
@@ -236,12 +431,23 @@ def test_env_template_holds_no_key_and_an_unedited_one_refuses_to_start(monkeypa
     assert ServeConfig.from_env().api_key == "operator-key"
 
 
+def test_the_model_dir_is_documented_as_absolute_and_the_check_uses_the_templates_example():
+    "compose resolves a relative bind source against the compose file's folder (deploy/), not the caller's directory."
+    text = (DEPLOY / "atf.env.example").read_text()
+    block = text[:text.index("#ATF_MODEL_DIR=")].rsplit("\n\n", 1)[1]
+    assert "ABSOLUTE path" in block and "against deploy/" in block, block
+    assert template()["ATF_MODEL_DIR"].startswith("/"), "the template's example ATF_MODEL_DIR is not absolute"
+    assert "ATF_MODEL_DIR" not in yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["atf-serve"].get("volumes", "")
+    assert "absolute path" in (DEPLOY / "compose.model-dir.yaml").read_text()
+
+
 def test_compose_wires_the_service_prometheus_and_rules_together():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     serve, prom = compose["services"]["atf-serve"], compose["services"]["prometheus"]
     assert serve["env_file"] == ["atf.env"] and serve["read_only"] is True and serve["user"] == "10001"
-    (model,) = serve["volumes"]
-    assert model["target"] == "/model" and model["read_only"] is True
+    assert "volumes" not in serve, "compose.yaml mounts something over the image (its model at /model?)"
+    (model,) = yaml.safe_load((DEPLOY / "compose.model-dir.yaml").read_text())["services"]["atf-serve"]["volumes"]
+    assert model["target"] == "/model" and model["read_only"] is True and model["source"].startswith("${ATF_MODEL_DIR:?")
     docker_check = re.search(r'HEALTHCHECK .*\n\s*CMD (\[.*\])', (ROOT / "Dockerfile").read_text()).group(1)
     assert serve["healthcheck"]["test"] == ["CMD", *yaml.safe_load(docker_check)]
     container_port = serve["ports"][0].rsplit(":", 1)[1]
@@ -271,7 +477,13 @@ def test_compose_wires_the_service_prometheus_and_rules_together():
      "kubernetes-validate"),                                                                            # unknown field
     ("k8s", "k8s/overlays/production/kustomization.yaml", "- path: deployment-patch.yaml", "- path: missing.yaml",
      "kubectl kustomize k8s/overlays/production"),
-    ("compose", "atf.env.example", "\nATF_MODEL_DIR=\n", "\n", "podman-compose config"),               # required var unset
+    ("compose", "atf.env.example", "\nATF_IMAGE=\n", "\n", "podman-compose config (compose.yaml with"),   # required var unset
+    ("compose", "compose.model-dir.yaml", "ATF_MODEL_DIR:?set", "MODEL_DIR:?set",
+     "podman-compose config (compose.yaml + compose.model-dir.yaml"),                 # a variable the template lacks
+    ("compose", "compose.model-dir.yaml", "read_only: true", "readonly: true", "check-jsonschema vendor.compose-spec compose.model-dir"),
+    ("k8s", "k8s/components/model-volume/deployment-patch.yaml", "readOnly: true\n      volumes", "readonly: true\n      volumes",
+     "kubernetes-validate"),                                                   # the component is validated too
+    ("prometheus", "prometheus/alerts.yml", ") > 0.25", ") > 0.2", "promtool test rules"),   # ~210 ms answers fire
     ("compose", "compose.yaml", "    read_only: true\n    tmpfs", "    readonly: true\n    tmpfs", "check-jsonschema"),
 ])
 def test_a_broken_file_fails_the_check(tmp_path, group, path, old, new, failing):
