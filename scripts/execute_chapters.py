@@ -11,8 +11,14 @@ Each notebook runs in its own process with execnb's CaptureShell (what nbdev_tes
 skipping the cells nbdev_test skips (`#| eval: false`, the settings.ini tst_flags). Outputs are then normalised:
 execution counts and metadata cleaned the way nbdev_clean does, stderr (warnings, logs, progress bars) dropped, PNG
 figures at a modest dpi, and any output that prints a volatile value (a temp or machine path, a memory address, an
-ANSI escape, a carriage-return progress bar) or that is over budget is dropped with a message naming the notebook and
-cell, so the source can be fixed. `--check` compares text outputs cell by cell (images: only that they are there).
+ANSI escape, a carriage-return progress bar, a timing such as `latency_ms`, "1.23 s" or "took") or that is over budget
+is dropped with a message naming the notebook and cell, so the source can be fixed. `--check` compares text outputs cell by cell (images: only that they are there).
+
+`--check` and numbers: floats from torch/onnxruntime training and inference differ in their last digits between CPUs
+(a GitHub runner is not this machine), so a number inside text that is a float (it has a "." or an exponent) matches
+when within a relative 1e-3 or an absolute 1e-6 (math.isclose(rel_tol=1e-3, abs_tol=1e-6)); integers must be equal,
+and so must everything that is not a number, except that a run of whitespace matches any other (a table's column
+widens when a number is printed longer). So 0.5156552791 vs 0.5156552801 passes and 0.81 vs 0.79 fails.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import argparse
 import copy
 import difflib
 import json
+import math
 import os
 import re
 import subprocess
@@ -51,12 +58,19 @@ VOLATILE = {
     "an ANSI escape": re.compile(r"\x1b\["),
     "a carriage-return progress bar": re.compile(r"\r(?!\n)"),
     "a traceback": re.compile(r"Traceback \(most recent call last\)"),
+    # a duration measured while it ran: a `latency_ms`/`*_seconds` value, "1.23 s", "30 ms", "took", "elapsed"
+    "a timing": re.compile(r"\b\w*(?:_ms|_seconds|_secs)\b['\"]?\s*[:=]\s*[-+]?\.?\d"
+                           r"|(?<![\w.])\d+\.\d+\s?(?:s|secs?|seconds)\b|(?<![\w.])\d+(?:\.\d+)?\s?ms\b"
+                           r"|\b(?i:took|elapsed)\b"),
 }
 # plotly figures are stored as HTML that loads plotly.js from its CDN (renderer `notebook_connected`): the figure's data
 # only, never the 4.8 MB inline plotly.js nor the bare plotly mime bundle. Their random div ids are made stable.
 DROP_MIME = ("application/vnd.plotly.v1+json",)
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TEXT_MIMES = ("text/plain", "text/html", "text/markdown", "text/latex")
+# --check: floats in text match within these (see the header); integers and all other text exactly (whitespace runs aside)
+REL_TOL, ABS_TOL = 1e-3, 1e-6
+NUMBER = re.compile(r"([-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)")
 
 
 def chapters() -> list[Path]:
@@ -267,6 +281,29 @@ def comparable(o: dict) -> list[str]:
     return head + images + body.splitlines()
 
 
+def _is_float(tok: str) -> bool:
+    return any(c in tok for c in ".eE")
+
+
+def lines_match(a: str, b: str) -> bool:
+    "Two output lines are the same text with the same numbers: floats within REL_TOL/ABS_TOL, integers exactly."
+    if a == b:
+        return True
+    pa, pb = NUMBER.split(a), NUMBER.split(b)  # [text, number, text, number, ..., text]
+    if len(pa) != len(pb):
+        return False
+    for i, (x, y) in enumerate(zip(pa, pb)):
+        if i % 2 == 0:
+            if re.sub(r"\s+", " ", x) != re.sub(r"\s+", " ", y):
+                return False
+        elif _is_float(x) or _is_float(y):
+            if not (_is_float(x) and _is_float(y) and math.isclose(float(x), float(y), rel_tol=REL_TOL, abs_tol=ABS_TOL)):
+                return False
+        elif int(x) != int(y):
+            return False
+    return True
+
+
 def compare(committed: dict, fresh: dict, name: Path) -> list[str]:
     "One message per cell whose outputs differ."
     errors = []
@@ -277,7 +314,7 @@ def compare(committed: dict, fresh: dict, name: Path) -> list[str]:
             continue
         x = [ln for o in a.get("outputs", []) for ln in comparable(o)]
         y = [ln for o in b.get("outputs", []) for ln in comparable(o)]
-        if x != y:
+        if len(x) != len(y) or not all(map(lines_match, x, y)):
             diff = list(difflib.unified_diff(x, y, "committed", "fresh", n=1, lineterm=""))
             shown = "\n    ".join(d[:160] for d in diff[:14])
             errors.append(f"{cell_label(name, i, a)}: stored outputs differ from fresh ones "
@@ -296,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("notebooks", nargs="*", type=Path, help="chapter notebooks (default: every nbs/[0-9][0-9]*.ipynb "
                     "except 00* and the EXEMPT ones)")
     ap.add_argument("--check", action="store_true", help="execute into a temp copy and fail when the committed "
-                    "outputs differ from fresh ones (the notebooks are not changed)")
+                    "outputs differ from fresh ones (the notebooks are not changed); floats inside text match within "
+                    "a relative %g or an absolute %g (CPUs differ in the last digits), integers and all other text "
+                    "exactly, whitespace runs aside" % (REL_TOL, ABS_TOL))
     ap.add_argument("--timeout", type=int, default=900, help="seconds per notebook (default 900)")
     ap.add_argument("--_one", nargs=2, type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

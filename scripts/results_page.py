@@ -3,7 +3,7 @@
 The page is generated, never edited by hand: the same inputs give the same bytes (no clock, no machine paths; runs
 newest first by their own recorded time), so a test can check that the committed page is up to date.
 
-    python scripts/results_page.py                     # memory_bank/ and reports/ as they are on this machine
+    python scripts/results_page.py                     # memory_bank/ and reports/ as they are on this machine (any cwd)
     python scripts/results_page.py --committed         # only what git tracks there: what a clean clone has
     python scripts/results_page.py --committed --check # exit 1 if nbs/00e_results.qmd is not what this makes
 
@@ -256,12 +256,17 @@ def page(memory: Path, reports: Path, committed: bool, memory_label: str, report
                   "clean clone holds only the runs someone chose to publish.", ""]
     if not runs and not alone:
         lines += ["## No runs yet", "", "There is nothing to report from these inputs. To fill this page with your own runs:", "",
-                  "```bash", "make demo                                            # the rule study and the LSTM experiment",
-                  "python scripts/results_page.py --out results.qmd    # this page from memory_bank/ and reports/",
+                  "```bash", "make demo                                  # the rule study and the LSTM experiment",
+                  "python scripts/results_page.py             # rewrites nbs/00e_results.qmd from memory_bank/ and reports/",
+                  "python scripts/results_page.py --committed # back to the committed copy: only what git tracks",
                   "```", "",
-                  "The demo's figures as last measured by the project (rule study and LSTM against buy-and-hold and the "
-                  "logistic baseline, with the luck verdicts) are in `memory_bank/progress.md`. A CI job that runs studies can "
-                  "regenerate this page from its own runs with the same command.", ""]
+                  "`nbs/00e_results.qmd` is the page Quarto renders (here, as results.html). The docs workflow "
+                  "(`.github/workflows/docs.yml`) runs `make demo` and then `scripts/results_page.py` before `nbdev_docs`, so "
+                  "the published site shows the demo runs it made; the nightly workflow regenerates it from its own runs and "
+                  "uploads it as an artifact. The "
+                  "copy in the repository is made with `--committed`, and `tests/test_docs_pages.py` checks it is up to date "
+                  "(`--committed --check`). The demo's figures as last measured by the project (rule study and LSTM against "
+                  "buy-and-hold and the logistic baseline, with the luck verdicts) are in `memory_bank/progress.md`.", ""]
         return "\n".join(lines).rstrip("\n") + "\n"
     lines += ["## Overview", ""]
     overview = []
@@ -287,14 +292,18 @@ def page(memory: Path, reports: Path, committed: bool, memory_label: str, report
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Write the docs' Results page from the memory bank's run summaries and the "
                                             "run folders (deterministic: same inputs, same bytes).")
-    p.add_argument("--memory", default="memory_bank", help="the memory bank folder (default memory_bank)")
-    p.add_argument("--reports", default="reports", help="the folder of run folders (default reports)")
-    p.add_argument("--out", default="nbs/00e_results.qmd", help="the page to write (default nbs/00e_results.qmd)")
+    p.add_argument("--memory", help="the memory bank folder (default: the repository's memory_bank, from any working "
+                   "directory; a path given here is relative to the working directory)")
+    p.add_argument("--reports", help="the folder of run folders (default: the repository's reports)")
+    p.add_argument("--out", help="the page to write (default: the repository's nbs/00e_results.qmd, the page Quarto "
+                   "renders)")
     p.add_argument("--committed", action="store_true",
                    help="read only the files git tracks under --memory and --reports, as a clean clone has them")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from the page made now")
     a = p.parse_args(argv)
-    memory, reports = Path(a.memory), Path(a.reports)
+    at = lambda v, default: ROOT / default if v is None else Path(v)  # noqa: E731  defaults: from any working directory
+    memory, reports = at(a.memory, "memory_bank"), at(a.reports, "reports")
+    a.memory, a.reports = a.memory or "memory_bank", a.reports or "reports"          # as the page names them
     for flag, folder in (("--memory", memory), ("--reports", reports)):
         if not folder.is_dir(): raise SystemExit(f"results_page: {flag} {folder}: no such folder")
     sys.path.insert(0, str(ROOT))
@@ -302,14 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         if a.committed:
             memory, reports = committed_copy(memory, Path(tmp) / "memory"), committed_copy(reports, Path(tmp) / "reports")
         text = page(memory, reports, a.committed, a.memory.rstrip("/"), a.reports.rstrip("/"))
-    out = Path(a.out)
+    out = at(a.out, "nbs/00e_results.qmd")
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     if a.check:
         same = out.exists() and out.read_text(encoding="utf-8") == text
-        print(f"results page: {out} {'is up to date' if same else 'is stale: run scripts/results_page.py' + (' --committed' if a.committed else '')}")
+        print(f"results page: {shown} {'is up to date' if same else 'is stale: run scripts/results_page.py' + (' --committed' if a.committed else '')}")
         return 0 if same else 1
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
-    print(f"results page: wrote {out}")
+    print(f"results page: wrote {shown}")
     return 0
 
 

@@ -72,8 +72,16 @@ def _bad_notebook() -> dict:
         code("fig", [{"output_type": "display_data", "metadata": {},
                       "data": {"application/vnd.plotly.v1+json": {"data": []}, "text/plain": ["Figure"]}}]),
         code("big", [stream("x" * (ec.MAX_OUTPUT + 10))]),
-        code("ok", [stream("Sharpe 1.23\n")]),
+        code("r", [{"output_type": "execute_result", "execution_count": None, "metadata": {},
+                    "data": {"text/plain": ["{'model': 'primary',\n", " 'latency_ms': 30.049}"]}}]),
+        code("fit()", [stream("epoch 2/2 done in 1.27 s\n")]),
+        code("bench()", [stream("p99 of /predict: 4 ms\n")]),
+        code("tune()", [stream("the search took 3 minutes\n")]),
+        code("ok", [stream("Sharpe 1.23 over 250 bars, window 5, timeout_s 1\n")]),
     ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+OK = 10  # the index of the one clean cell of _bad_notebook()
 
 
 def test_the_checker_flags_a_bad_notebook():
@@ -84,9 +92,13 @@ def test_the_checker_flags_a_bad_notebook():
                      "cell 2 ('train()'): an output prints a carriage-return progress bar",
                      "cell 3 ('1/0'): stores an error output (ZeroDivisionError)",
                      "cell 4 ('fig'): stores a plotly mime bundle",
-                     f"cell 5 ('big'): an output of {ec.output_size(_bad_notebook()['cells'][5]['outputs'][0])} bytes is over"):
+                     f"cell 5 ('big'): an output of {ec.output_size(_bad_notebook()['cells'][5]['outputs'][0])} bytes is over",
+                     "cell 6 ('r'): an output prints a timing",
+                     "cell 7 ('fit()'): an output prints a timing",
+                     "cell 8 ('bench()'): an output prints a timing",
+                     "cell 9 ('tune()'): an output prints a timing"):
         assert expected in problems, f"not flagged: {expected}\n{problems}"
-    assert "cell 6" not in problems
+    assert f"cell {OK}" not in problems
 
 
 def test_normalise_drops_what_lint_flags(tmp_path):
@@ -95,22 +107,48 @@ def test_normalise_drops_what_lint_flags(tmp_path):
     notes = ec.normalise(p, p)
     nb = _load(p)
     assert ec.lint(nb, p) == []
-    assert [c["outputs"] and c["outputs"][0].get("text") for c in nb["cells"]][-1] == ["Sharpe 1.23\n"]
-    assert len(notes) == 6 and all(str(p) in n for n in notes)
+    assert [c["outputs"] and c["outputs"][0].get("text") for c in nb["cells"]][OK] == \
+        ["Sharpe 1.23 over 250 bars, window 5, timeout_s 1\n"]
+    assert sum(bool(c["outputs"]) for c in nb["cells"]) == 1
+    assert len(notes) == 10 and all(str(p) in n for n in notes)
+    assert sum("dropped an output that prints a timing" in n for n in notes) == 4
 
 
 def test_the_freshness_check_names_a_stale_cell():
     committed = _bad_notebook()
     fresh = copy.deepcopy(committed)
-    fresh["cells"][6]["outputs"][0]["text"] = ["Sharpe 1.25\n"]
+    fresh["cells"][OK]["outputs"][0]["text"] = ["Sharpe 1.25 over 250 bars, window 5, timeout_s 1\n"]
     errors = ec.compare(committed, fresh, ROOT / "nbs" / "99_bad.ipynb")
-    assert len(errors) == 1 and "nbs/99_bad.ipynb cell 6 ('ok')" in errors[0]
+    assert len(errors) == 1 and f"nbs/99_bad.ipynb cell {OK} ('ok')" in errors[0]
     assert "-Sharpe 1.23" in errors[0] and "+Sharpe 1.25" in errors[0]
     # images are compared only by kind: new pixels of the same figure are not stale
     img = lambda b64: {"output_type": "display_data", "metadata": {},  # noqa: E731
                        "data": {"image/png": b64, "text/plain": ["<Figure size 640x480 with 1 Axes>"]}}
-    committed["cells"][6]["outputs"] = [img("AAAA")]
-    fresh["cells"][6]["outputs"] = [img("BBBB")]
+    committed["cells"][OK]["outputs"] = [img("AAAA")]
+    fresh["cells"][OK]["outputs"] = [img("BBBB")]
     assert ec.compare(committed, fresh, ROOT / "nbs" / "99_bad.ipynb") == []
-    fresh["cells"][6]["outputs"] = []
+    fresh["cells"][OK]["outputs"] = []
     assert len(ec.compare(committed, fresh, ROOT / "nbs" / "99_bad.ipynb")) == 1
+
+
+@pytest.mark.parametrize("committed, fresh, same", [
+    ("[0.5156552791595459, 0.4843446910381317]", "[0.5156552801595459, 0.4843446900381317]", True),  # 1e-9: CPUs differ
+    ("max |onnx - torch| 1.19e-08", "max |onnx - torch| 2.4e-08", True),     # parity noise under the absolute 1e-6
+    ("max |onnx - torch| 1.19e-08", "max |onnx - torch| 3.1e-06", False),
+    ("accuracy 0.81", "accuracy 0.79", False),                               # a real change
+    ("Sharpe 1.2340", "Sharpe 1.2352", True),                                # relative 1e-3
+    ("Sharpe 1.2340", "Sharpe 1.2360", False),
+    ("250 trades", "251 trades", False),                                     # integers: exactly
+    ("5 trials", "5.0 trials", False),
+    ("model mlp 0.5", "model lstm 0.5", False),                              # any other text: exactly
+    ("signal: -1.0", "signal: 1.0", False),
+    ("0  0.123457  IBM", "0  -0.123457e-9  IBM", False),
+    ("0   0.000000  IBM", "0  -0.000000  IBM", True),                        # a column widened by a sign
+])
+def test_the_freshness_check_allows_float_noise_only(committed, fresh, same):
+    assert ec.lines_match(committed, fresh) is same
+    nb = lambda line: {"cells": [{"cell_type": "code", "execution_count": None, "id": "x", "metadata": {},  # noqa: E731
+                                  "source": ["r"], "outputs": [{"output_type": "stream", "name": "stdout",
+                                                                "text": [line + "\n"]}]}]}
+    errors = ec.compare(nb(committed), nb(fresh), ROOT / "nbs" / "99_bad.ipynb")
+    assert (errors == []) is same, errors

@@ -302,7 +302,8 @@ def test_failover_on_error_and_timeout(exported):
         assert r["model"] == "fallback" and r["fallback_reason"].startswith("error: RuntimeError") and r["model_key"] == "IBM_native"
         r = httpx.post(url + "/predict", json={"features": X.tolist()}).json()      # other features: flat, said so
         assert r["model"] == "flat" and all(p["position"] == 0 for p in r["predictions"])
-        assert 'atf_failovers_total{reason="error"}' in httpx.get(url + "/metrics").text
+        text = httpx.get(url + "/metrics").text           # every reason's series exists from start-up: count them
+        assert metric(text, "atf_failovers_total", reason="error") == 1 and metric(text, "atf_failovers_total", reason="circuit open") == 1
     with server(exported["mlp"]["model"], "--no-auth", "--timeout", "0.2", fault="delay:800") as (url, _):
         r = httpx.post(url + "/predict", json={"features": X.tolist()}).json()
         assert r["model"] == "flat" and r["fallback_reason"].startswith("timeout")

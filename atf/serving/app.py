@@ -39,8 +39,8 @@ from .schemas import (ErrorResponse, PredictResponse, bars_frame, features_from_
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'PUBLIC_PATHS', 'ServeConfigError', 'ServeConfig', 'Models', 'load_models', 'ServeMetrics', 'Service', 'answer',
-           'metrics_text', 'Guard', 'ReadyAnswer', 'create_app', 'serve']
+__all__ = ['log', 'PUBLIC_PATHS', 'FAILOVER_REASONS', 'ServeConfigError', 'ServeConfig', 'Models', 'load_models', 'ServeMetrics',
+           'Service', 'answer', 'metrics_text', 'Guard', 'ReadyAnswer', 'create_app', 'serve']
 
 # %% ../../nbs/19d_serving_app.ipynb #f6b60653
 class ServeConfigError(ValueError):
@@ -142,17 +142,25 @@ def load_models(cfg: ServeConfig, # the service's configuration
     return Models(primary, fallback, perr, ferr, c, request_model(c, cfg.max_batch), drift, generation)
 
 # %% ../../nbs/19d_serving_app.ipynb #2e3be254
+# Why an answer did not come from the primary: the part of `answer`'s reason before the first ":" (the `reason` label of
+# atf_failovers_total). Each series exists at 0 from start-up, so that Prometheus' rate() sees the first failover.
+FAILOVER_REASONS = ("primary unavailable", "circuit open", "drift", "input", "timeout", "error")
+
 class ServeMetrics:
     "The service's Prometheus instruments, in a registry of their own (several apps may share a process)."
     def __init__(self):
         self.registry = reg = CollectorRegistry()
-        b = (.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5)
+        # latency buckets (s): 0.25 is the p99 budget of deploy/prometheus/alerts.yml and scripts/deploy-smoke.sh;
+        # histogram_quantile interpolates linearly inside a bucket, so the budget must be a bucket edge for the alert to
+        # fire at 250 ms rather than somewhere between 200 and 500
+        b = (.0005, .001, .002, .005, .01, .02, .05, .1, .2, .25, .5, 1, 2, 5)
         self.requests = Counter("atf_requests", "HTTP answers by path and status (499: the client left before its body was in)",
                                 ["path", "status"], registry=reg)
         self.latency = Histogram("atf_request_latency_seconds", "Request latency", ["path"], buckets=b, registry=reg)
         self.infer = Histogram("atf_inference_latency_seconds", "Model inference latency", ["model"], buckets=b, registry=reg)
         self.errors = Counter("atf_errors", "Errors by kind", ["kind"], registry=reg)
         self.failovers = Counter("atf_failovers", "Answers not from the primary, by reason", ["reason"], registry=reg)
+        for r in FAILOVER_REASONS: self.failovers.labels(r)          # every known series at 0 before the first failover
         self.disconnects = Counter("atf_client_disconnects", "Clients that closed the connection before their body was in", registry=reg)
         self.dropped = Counter("atf_connections_dropped", "Connections closed before a request reached the app, by reason",
                                ["reason"], registry=reg)
