@@ -7,7 +7,7 @@ STAMP := $(VENV)/.atf-installed
 PIP := $(BIN)/pip --disable-pip-version-check
 NBDEV_WORKERS ?= 2
 
-.PHONY: help install demo test test-sync test-lint test-nbs test-py test-workflows test-container test-deploy workflows lab export readme docs-check bench clean test-deploy-config outputs
+.PHONY: help install demo test test-nonroot test-sync test-lint test-nbs test-py test-workflows test-container test-deploy workflows lab export readme docs-check bench clean test-deploy-config outputs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ test-py: install  ## pytest; PostgreSQL 15 for the shared-storage tests, Ray tes
 
 test-deploy-config: install  ## deploy/ offline: promtool rules + unit tests, kustomize overlays vs k8s schemas, compose
 	scripts/check-deploy-config.sh
+
+test-nonroot:  ## as root: make install + test-container as a throwaway non-root user with sudo, as on CI (~8 min)
+	scripts/ci-as-user.sh
 
 test-container: install  ## build the serving image with podman, run it, check /ready and /predict, remove it
 	scripts/container-smoke.sh

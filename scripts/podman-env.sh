@@ -2,7 +2,7 @@
 # The podman settings atf's scripts share (container-smoke.sh, build-image.sh, deploy.sh, deploy-test.sh).
 # Usage: source scripts/podman-env.sh        (as root, or as a user with subuids; `bash scripts/podman-env.sh --help`)
 #
-# Installs podman, runc and uidmap when missing (scripts/ensure-system-deps.sh), then exports
+# Installs podman, runc, uidmap and containers-storage when missing (scripts/ensure-system-deps.sh), then exports
 #   CONTAINERS_CONF   a containers.conf for machines like this one: runc (crun refuses hybrid cgroup layouts),
 #                     cgroupfs (no systemd), file events, and an open-files limit podman can set. /etc stays untouched.
 #                     An existing CONTAINERS_CONF (an operator's own, or the one a calling script made) is kept.
@@ -17,7 +17,9 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 fi
 
 _atf_scripts=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-"$_atf_scripts/ensure-system-deps.sh" podman runc uidmap
+# containers-storage: its storage.conf sets the overlay driver; without it Debian 12's podman 4.3 gives a rootless
+# user (a CI runner) vfs, a full copy of every layer. slirp4netns: rootless networking (-p)
+"$_atf_scripts/ensure-system-deps.sh" podman runc uidmap containers-storage slirp4netns
 
 if [ -n "${CONTAINERS_CONF:-}" ] && [ -f "$CONTAINERS_CONF" ]; then
   ATF_PODMAN_DIR=""
@@ -39,9 +41,21 @@ CONF
 fi
 export CONTAINERS_CONF ATF_PODMAN_DIR ATF_PODMAN_LOG
 
-# The base image to build on, printed on stdout; BASE_IMAGE wins when set.
+# The base image to build on, printed on stdout; BASE_IMAGE wins when set. With ATF_BASE_CACHE (a file path; ci.yml
+# keeps it in actions/cache) the base is loaded from that `podman save` archive when present, and saved to it when not.
 atf_base_image() {
   if [ -n "${BASE_IMAGE:-}" ]; then echo "$BASE_IMAGE"; return; fi
+  local cache=${ATF_BASE_CACHE:-} img
+  if [ -n "$cache" ] && [ -f "$cache" ]; then podman load -q -i "$cache" >/dev/null 2>&1 || echo "podman-env: could not load $cache" >&2; fi
+  img=$(_atf_find_base_image)
+  if [ -n "$cache" ] && [ ! -f "$cache" ]; then
+    mkdir -p "$(dirname "$cache")"
+    podman save -q -o "$cache" "$img" >/dev/null 2>&1 || { rm -f "$cache"; echo "podman-env: could not save $img to $cache" >&2; }
+  fi
+  echo "$img"
+}
+
+_atf_find_base_image() {
   if podman image exists docker.io/library/python:3.11-slim \
      || podman pull -q docker.io/library/python:3.11-slim >/dev/null 2>&1; then
     echo docker.io/library/python:3.11-slim; return

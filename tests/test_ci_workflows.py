@@ -274,7 +274,7 @@ def test_nightly_runs_every_workflow_notebook_at_a_larger_size_and_uploads_what_
     assert all(defaults[k] > ci[k] for k in defaults), (defaults, ci)
     uploads = [s["with"]["path"] for s in step_using(job, "actions/upload-artifact")]
     assert any("reports/*-nightly-${{ github.run_id }}/" in p for p in uploads)
-    page = re.search(r"default (\S+)\)", subprocess.run([sys.executable, "scripts/results_page.py", "--help"],
+    page = re.search(r"--out OUT.*?(nbs/\S+\.qmd)", subprocess.run([sys.executable, "scripts/results_page.py", "--help"],
                                                           capture_output=True, text=True).stdout.replace("\n", " "))
     assert page and any(page.group(1) in p for p in uploads), page
     assert any(s.get("run", "").startswith(".venv/bin/python scripts/results_page.py") for s in steps(job))
