@@ -39,11 +39,11 @@ test-lint: install  ## workflows and shell scripts, offline: actionlint (shellch
 	scripts/lint-workflows.sh
 
 test-nbs: install
-	$(BIN)/nbdev_test --n_workers $(NBDEV_WORKERS) --timing
+	$(BIN)/nbdev_test --n_workers $(NBDEV_WORKERS) --timing --skip_folder_re '^([_.]|workflows$$)'
 
 test-py: install  ## pytest; PostgreSQL 15 for the shared-storage tests, Ray tests in one worker (one cluster)
 	scripts/ensure-system-deps.sh postgresql-15
-	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 tests
 
 test-deploy-config: install  ## deploy/ offline: promtool rules + unit tests, kustomize overlays vs k8s schemas, compose
 	scripts/check-deploy-config.sh
@@ -52,10 +52,10 @@ test-nonroot:  ## as root: make install + test-container as a throwaway non-root
 	scripts/ci-as-user.sh
 
 test-container: install  ## build the serving image with podman, run it, check /ready and /predict, remove it
-	scripts/container-smoke.sh
+	scripts/container-smoke.sh "$$(scripts/smoke-model.sh)"
 
 test-deploy: install  ## blue/green with podman + nginx: deploy v1, a broken v2 (refused), v2, roll back; 0 failed client requests
-	scripts/deploy-test.sh
+	SMOKE_MODEL="$$(scripts/smoke-model.sh)" scripts/deploy-test.sh
 
 test-workflows: install
 	scripts/run-workflows.sh ci-$$(date -u +%Y%m%dT%H%M%SZ)

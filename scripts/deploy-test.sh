@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The blue/green deployment test (make test-deploy): real podman containers, a real nginx, a client that never stops.
-# Usage: scripts/deploy-test.sh [--help]      env DEPLOY_TEST_PORT (default 18800; the colours use +1 and +2)
+# Usage: scripts/deploy-test.sh [--help]      env DEPLOY_TEST_PORT (default 18800; the colours use +1 and +2),
+#        SMOKE_MODEL (an exported model to serve; default: export a fresh run of configs/serve_smoke.yaml)
 # A shell script rather than pytest: it drives podman, nginx and scripts/deploy.sh as an operator would, cleans up
 # in one trap, and prints a step log; `make test-py` (pytest -n 2) never starts containers twice or in parallel.
 # Steps: check the committed smoke body is still what atf.data gives; export a run of configs/serve_smoke.yaml;
@@ -10,7 +11,7 @@
 # 1 ms latency budget (its smoke test must fail, v1 still serving); deploy the good v2 (must switch); roll back
 # (v1 again); stop the clients: 0 failed requests, at least 100 made, each client saw v1 -> v2 -> v1.
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;; "") ;; *) echo "deploy-test: no arguments (see --help)" >&2; exit 2 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;; "") ;; *) echo "deploy-test: no arguments (see --help)" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/.venv/bin}
 ENV=deploytest
@@ -52,11 +53,17 @@ want = {"bars": [{"time": str(t), **{k: float(r[k]) for k in ("open", "high", "l
 assert json.load(open("deploy/proxy/smoke-body.json")) == want
 PY
 
-run_id=deploy-test-$(date -u +%Y%m%dT%H%M%SZ)
-"$BIN/atf" experiment configs/serve_smoke.yaml --run-id "$run_id" -q >/dev/null
-"$BIN/atf" export "reports/$run_id" >/dev/null
-model=reports/$run_id/models/IBM_native
-log "model: exported $model"
+if [ -n "${SMOKE_MODEL:-}" ]; then                  # an exported model given (make test-deploy: scripts/smoke-model.sh)
+  model=$SMOKE_MODEL
+  [ -f "$model/manifest.json" ] || fail "SMOKE_MODEL=$model has no manifest.json"
+  log "model: $model"
+else
+  run_id=deploy-test-$(date -u +%Y%m%dT%H%M%SZ)
+  "$BIN/atf" experiment configs/serve_smoke.yaml --run-id "$run_id" -q >/dev/null
+  "$BIN/atf" export "reports/$run_id" >/dev/null
+  model=reports/$run_id/models/IBM_native
+  log "model: exported $model"
+fi
 
 v1=$(MODEL_DIR=$model TAG=${images[0]} scripts/build-image.sh --label org.opencontainers.image.version=deploy-test-v1)
 bad=$(TAG=${images[1]} scripts/build-image.sh --label org.opencontainers.image.version=deploy-test-v2-broken)
