@@ -31,14 +31,14 @@ demo: install  ## rule study + LSTM nested walk-forward on real data, exported f
 
 test: install test-sync test-lint test-nbs test-py test-workflows test-container test-deploy docs-check test-deploy-config  ## sync check, workflow lint, notebooks, pytest, papermill, container, blue/green deploy, docs, deploy config
 
-test-sync: install
+test-sync: install  ## atf/ and README.md are what the notebooks make (no hand edits)
 	scripts/check-sync.sh
 	$(BIN)/python scripts/sync_readme.py --check
 
 test-lint: install  ## workflows and shell scripts, offline: actionlint (shellcheck on run: blocks), the workflow schema, shellcheck
 	scripts/lint-workflows.sh
 
-test-nbs: install
+test-nbs: install  ## run every chapter notebook (nbdev_test; the workflow notebooks run in test-workflows)
 	$(BIN)/nbdev_test --n_workers $(NBDEV_WORKERS) --timing --skip_folder_re '^([_.]|workflows$$)'
 
 test-py: install  ## pytest; PostgreSQL 15 for the shared-storage tests, Ray tests in one worker (one cluster)
@@ -57,7 +57,7 @@ test-container: install  ## build the serving image with podman, run it, check /
 test-deploy: install  ## blue/green with podman + nginx: deploy v1, a broken v2 (refused), v2, roll back; 0 failed client requests
 	SMOKE_MODEL="$$(scripts/smoke-model.sh)" scripts/deploy-test.sh
 
-test-workflows: install
+test-workflows: install  ## papermill the workflow notebooks at CI size -> reports/<run-id>/
 	scripts/run-workflows.sh ci-$$(date -u +%Y%m%dT%H%M%SZ)
 
 workflows: install  ## papermill workflow notebooks -> reports/<run-id>/ (pass ARGS="-p asset MSFT -p n_trials 20")

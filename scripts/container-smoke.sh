@@ -17,7 +17,7 @@ log() { echo "container-smoke: $*"; }
 scripts/ensure-system-deps.sh curl
 # shellcheck source=scripts/podman-env.sh
 source scripts/podman-env.sh
-cleanup() { podman rm -f "$NAME" >/dev/null 2>&1 || true; rm -rf "${ATF_PODMAN_DIR:-}"; }
+cleanup() { podman rm -f "$NAME" >/dev/null 2>&1 || true; podman rmi "$IMAGE" >/dev/null 2>&1 || true; rm -rf "${ATF_PODMAN_DIR:-}"; }   # build layers stay cached
 trap cleanup EXIT
 
 # a model to serve

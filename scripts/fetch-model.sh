@@ -12,7 +12,8 @@
 set -euo pipefail
 die() { echo "fetch-model: error: $*" >&2; exit 1; }
 usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
-[ -n "${PYTHON:-}" ] || { if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi; }
+_repo=$(cd "$(dirname "$0")/.." && pwd)
+[ -n "${PYTHON:-}" ] || { if [ -x "$_repo/.venv/bin/python" ]; then PYTHON=$_repo/.venv/bin/python; else PYTHON=python3; fi; }
 
 release="" asset="" repo="" tarball="" expected="${MODEL_MANIFEST_SHA256:-}" dest="" force=0 pack_dir="" pack_out=""
 while [ $# -gt 0 ]; do

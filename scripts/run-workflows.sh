@@ -6,6 +6,7 @@
 # stops the script in one line before any notebook runs; a name only some workflows declare (e.g. model, not in the
 # RL one; executor and address, not in tune) goes only to those.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;; -*) [ "$1" = -- ] || { echo "run-workflows: unknown option '$1' (see --help)" >&2; exit 2; } ;; esac
 BIN=${BIN:-.venv/bin}
 suffix=${1:-$(date -u +%Y%m%dT%H%M%SZ)}; shift || true
 [ "${1:-}" = "--" ] && shift
