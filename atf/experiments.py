@@ -439,7 +439,9 @@ def _comparable(cfg: ExperimentConfig, data: dict) -> dict:
 
 def begin_run(out: Path, cfg: ExperimentConfig, data: dict) -> None:
     "Start a run folder, or check that a killed run being resumed there has the same config (`execution` aside) and data."
-    if (out / "run.json").exists(): raise FileExistsError(f"{out} already holds a run: choose another run_id")
+    if (out / "run.json").exists():
+        raise ConfigError(f"{out} already holds a finished run (run.json): choose another --run-id, or delete that folder "
+                          "to run it again (the same --run-id resumes only a run that was killed)")
     started, now = out / "tasks" / "started.json", _comparable(cfg, data)
     if started.exists():
         before = json.loads(started.read_text())
@@ -515,5 +517,5 @@ def run_experiment(cfg: ExperimentConfig, run_id: str | None = None, progress: b
                                                          for k, v in luck.items()}},
                         bank=cfg.memory_bank, title=f"Experiment {cfg.name}")
         if git_commit_summary:
-            commit_summary([md, Path(cfg.memory_bank) / "runs.jsonl"], f"Record experiment {run_id}")
+            commit_summary([md, Path(cfg.memory_bank) / "runs.jsonl"], f"Record experiment {run_id}", run_id=run_id)
     return out

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from .experiments import fold_inputs, load_experiment
+from .config import data_source
 from .data import dataset_from_record, dataset_path, file_sha256, is_file_source, register_dataset
 from .features import FeatureSpec, make_features, resolve_spec
 from .learners import ServingGraph, learner_class
@@ -167,11 +168,12 @@ def export_key(run_dir: Path, # a finished experiment run
               ) -> Path:
     "Export one key's final model into RUN/models/<key>/ (pipeline, graphs, manifest)."
     asset, tf = key.rsplit("_", 1)
-    fold, learner_cls, data = _last_fold(run_dir, key), learner_class(cfg.model.name), fold_inputs(cfg, asset, tf)
-    sha = file_sha256(dataset_path(cfg.data.dataset, asset))
+    source = dataset_from_record(rec) if (rec := run_meta.get("data")) else data_source(cfg.data)   # a name or your files
+    sha = file_sha256(dataset_path(source, asset))
     if run_meta.get("data_sha256", {}).get(asset, sha) != sha:
         raise ExportError(f"{asset}: the data file differs from the one the run used (sha256 in run.json): export would "
                           "describe other data than the model was trained on")
+    fold, learner_cls, data = _last_fold(run_dir, key), learner_class(cfg.model.name), fold_inputs(cfg, asset, tf)
     out = run_dir / "models" / key
     work = out.with_name(f".{key}.export")                # built aside, swapped in whole: never a half-written model
     if work.exists(): shutil.rmtree(work)

@@ -62,10 +62,42 @@ def read_runs(bank: str | Path = "memory_bank") -> list[dict]:
     return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
 
 # %% ../nbs/14_memory.ipynb #554bd67e
-def commit_summary(paths: list[str | Path], message: str, repo: str | Path = ".") -> str:
-    "Commit exactly these files (nothing else that is staged) and return the new commit's hash."
-    rel = [str(Path(p).resolve().relative_to(Path(repo).resolve())) for p in paths]
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-    git("add", "--force", "--", *rel)          # run summaries are git-ignored unless committed on purpose
-    git("commit", "--only", "-m", message, "--", *rel)
-    return git("rev-parse", "HEAD")
+def _git(repo: Path, *args: str, stdin: str | None = None, env: dict | None = None, ok: bool = False):
+    "Run git in `repo`: its stdout, or (ok=True) whether it succeeded; a failure is one line with git's own words."
+    r = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, input=stdin,
+                       env=None if env is None else {**os.environ, **env})
+    if ok: return r.returncode == 0
+    if r.returncode: raise RuntimeError(f"git {args[0]} in {repo}: " + ((r.stderr or r.stdout).strip().splitlines() or ["failed"])[-1])
+    return r.stdout
+
+def _run_lines(text: str, run_id: str) -> list[str]:
+    "The JSON lines of `text` that record `run_id`."
+    return [l for l in text.splitlines() if l.strip() and json.loads(l).get("run_id") == run_id]
+
+def commit_summary(paths: list[str | Path], # the run's summary files: its page and, with run_id, the runs.jsonl
+                   message: str,            # the commit message
+                   repo: str | Path = ".",  # any folder inside the git repository
+                   run_id: str | None = None, # a .jsonl among `paths` is committed as HEAD holds it plus this run's lines
+                  ) -> str:
+    "Commit exactly these files' contents (nothing else that is staged; the working tree untouched); return the commit's hash."
+    top = Path(_git(Path(repo), "rev-parse", "--show-toplevel").strip())
+    head = _git(top, "rev-parse", "--verify", "-q", "HEAD", ok=True)
+    blobs = {}
+    for p in map(Path, paths):
+        rel = p.resolve().relative_to(top).as_posix()
+        text = p.read_text(encoding="utf-8")
+        if run_id is not None and p.suffix == ".jsonl":          # the other runs' lines stay local
+            old = _git(top, "show", f"HEAD:{rel}") if head and _git(top, "cat-file", "-e", f"HEAD:{rel}", ok=True) else ""
+            base = [l for l in old.splitlines() if l.strip()]
+            if not (mine := [l for l in _run_lines(text, run_id) if l not in base]):
+                raise ValueError(f"{p}: no line of run {run_id!r} that HEAD lacks: nothing to commit")
+            text = "".join(l + "\n" for l in base + mine)
+        blobs[rel] = _git(top, "hash-object", "-w", "--stdin", stdin=text).strip()
+    with tempfile.TemporaryDirectory() as d:                     # a private index: HEAD plus these blobs, nothing staged
+        env = {"GIT_INDEX_FILE": str(Path(d) / "index")}
+        if head: _git(top, "read-tree", "HEAD", env=env)
+        for rel, sha in blobs.items(): _git(top, "update-index", "--add", "--cacheinfo", f"100644,{sha},{rel}", env=env)
+        _git(top, "commit", "-q", "-m", message, env=env)
+    for rel, sha in blobs.items():                               # the index follows the commit on these paths only
+        _git(top, "update-index", "--add", "--cacheinfo", f"100644,{sha},{rel}")
+    return _git(top, "rev-parse", "HEAD").strip()

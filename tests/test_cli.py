@@ -126,3 +126,29 @@ def test_dashboard_serves_the_newest_run_and_stops_with_sigterm(tmp_path):
     finally:
         try: os.killpg(proc.pid, signal.SIGKILL)                          # whatever is left of its session
         except ProcessLookupError: pass
+
+
+def test_git_commit_publishes_only_its_run_and_a_finished_run_id_is_refused(tmp_path):
+    "--git-commit commits HEAD's runs.jsonl plus that run's line (the file on disk keeps every run); a finished run id is one line."
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    git("init", "-q"); git("config", "user.email", "t@example.com"); git("config", "user.name", "t")
+    (tmp_path / ".gitignore").write_text("reports/\nmemory_bank/\n")
+    git("add", ".gitignore"); git("commit", "-q", "-m", "start")
+    (tmp_path / "c.yaml").write_text(
+        "name: g\ndata: {dataset: us_stocks, assets: [IBM], start: '2006-01-01', end: '2010-12-31'}\n"
+        "model: {name: mlp, window: 5, params: {hidden: 8}}\ntrain: {max_epochs: 1, batch_size: 128}\n"
+        "search_space: {lr: [0.003]}\ntuning: {n_trials: 1}\nwalk_forward: {train: 500, validation: 150, test: 250}\n"
+        "output_dir: reports\nmemory_bank: memory_bank\ntearsheet: false\n")
+    run("experiment", "c.yaml", "--run-id", "local", "-q", cwd=tmp_path)
+    run("experiment", "c.yaml", "--run-id", "shared", "-q", "--git-commit", cwd=tmp_path)
+    committed = git("show", "HEAD:memory_bank/runs.jsonl").splitlines()
+    assert [json.loads(l)["run_id"] for l in committed] == ["shared"]
+    on_disk = (tmp_path / "memory_bank" / "runs.jsonl").read_text().splitlines()
+    assert [json.loads(l)["run_id"] for l in on_disk] == ["local", "shared"] and committed[0] in on_disk
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["memory_bank/runs.jsonl", "memory_bank/runs/shared.md"]
+
+    again = run("experiment", "c.yaml", "--run-id", "local", "-q", cwd=tmp_path, check=False)
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    line = again.stderr.strip().splitlines()[-1]
+    assert line.startswith("atf experiment: error: ") and "reports/local already holds a finished run" in line
+    assert "--run-id" in line

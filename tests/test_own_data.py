@@ -99,6 +99,31 @@ def test_export_refuses_a_changed_file(project):
     finally: csv.write_bytes(saved)
 
 
+def test_export_of_a_run_on_a_plain_file(tmp_path):
+    "A config that names a plain file (no dataset name): the run exports from anywhere and refuses the file once it changes."
+    load_dataset("us_stocks", "IBM").loc["2005":"2010"].rename_axis("time").reset_index().to_csv(tmp_path / "mine.csv", index=False)
+    (tmp_path / "own.yaml").write_text(
+        "name: own\ndata: {dataset: mine.csv, start: '2006-01-01'}\n"
+        "model: {name: mlp, window: 5, params: {hidden: 8}}\ntrain: {max_epochs: 2, batch_size: 128}\n"
+        "search_space: {lr: [0.003]}\ntuning: {n_trials: 1}\nwalk_forward: {train: 500, validation: 150, test: 250}\n"
+        "output_dir: runs\nmemory_bank: null\ntearsheet: false\n")
+    run = atf("experiment", "own.yaml", "--run-id", "own1", "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    run_dir, csv = tmp_path / "runs" / "own1", tmp_path / "mine.csv"
+    assert json.loads((run_dir / "run.json").read_text())["data"]["dataset"] == str(csv.resolve())
+    elsewhere = tmp_path / "elsewhere"; elsewhere.mkdir()
+    exp = atf("export", str(run_dir), cwd=elsewhere)
+    assert exp.returncode == 0, exp.stderr[-3000:]
+    m = json.loads((run_dir / "models" / "mine_native" / "manifest.json").read_text())
+    assert m["data_sha256"] == file_sha256(csv) and m["asset"] == "mine"
+    assert max(m["parity"][k] for k in ("pickle", "torchscript", "onnx")) <= m["parity"]["tolerance"]
+
+    csv.write_text(csv.read_text().replace(",", ", ", 1))                      # the same bars, another file
+    out = atf("export", str(run_dir), cwd=elsewhere)
+    assert out.returncode != 0 and "differs from the one the run used" in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
 def test_rule_study_on_a_plain_file_and_config_relative_paths(tmp_path):
     (tmp_path / "prices").mkdir()
     ko = load_dataset("sp500_stocks", "KO").loc["2010":"2016"]
