@@ -294,14 +294,12 @@ FETCH = ["bash", "scripts/fetch-model.sh"]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    "A real exported model: a run of configs/serve_smoke.yaml, exported as scripts/container-smoke.sh does."
-    out = tmp_path_factory.mktemp("run")
-    atf = str(Path(sys.executable).parent / "atf")
-    subprocess.run([atf, "experiment", "configs/serve_smoke.yaml", "--output-dir", str(out), "--run-id", "fm", "-q",
-                    "--no-tearsheet"], check=True, capture_output=True, timeout=900)
-    subprocess.run([atf, "export", str(out / "fm")], check=True, capture_output=True, timeout=600)
-    return out / "fm" / "models" / "IBM_native"
+def model() -> Path:
+    "A real exported model (a run of configs/serve_smoke.yaml), the one the container and deploy tests serve: read only."
+    res = subprocess.run(["bash", "scripts/smoke-model.sh"], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "BIN": str(Path(sys.executable).parent)})
+    assert res.returncode == 0, res.stderr
+    return Path(res.stdout.strip())
 
 
 def sha256(p: Path) -> str:
