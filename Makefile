@@ -52,10 +52,10 @@ test-nonroot:  ## as root: make install + test-container as a throwaway non-root
 	scripts/ci-as-user.sh
 
 test-container: install  ## build the serving image with podman, run it, check /ready and /predict, remove it
-	scripts/container-smoke.sh "$$(scripts/smoke-model.sh)"
+	m=$$(scripts/smoke-model.sh) && scripts/container-smoke.sh "$$m"
 
 test-deploy: install  ## blue/green with podman + nginx: deploy v1, a broken v2 (refused), v2, roll back; 0 failed client requests
-	SMOKE_MODEL="$$(scripts/smoke-model.sh)" scripts/deploy-test.sh
+	m=$$(scripts/smoke-model.sh) && SMOKE_MODEL=$$m scripts/deploy-test.sh
 
 test-workflows: install  ## papermill the workflow notebooks at CI size -> reports/<run-id>/
 	scripts/run-workflows.sh ci-$$(date -u +%Y%m%dT%H%M%SZ)

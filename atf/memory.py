@@ -8,8 +8,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import subprocess
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,30 +76,63 @@ def _run_lines(text: str, run_id: str) -> list[str]:
     "The JSON lines of `text` that record `run_id`."
     return [l for l in text.splitlines() if l.strip() and json.loads(l).get("run_id") == run_id]
 
-def commit_summary(paths: list[str | Path], # the run's summary files: its page and, with run_id, the runs.jsonl
-                   message: str,            # the commit message
-                   repo: str | Path = ".",  # any folder inside the git repository
-                   run_id: str | None = None, # a .jsonl among `paths` is committed as HEAD holds it plus this run's lines
-                  ) -> str:
-    "Commit exactly these files' contents (nothing else that is staged; the working tree untouched); return the commit's hash."
-    top = Path(_git(Path(repo), "rev-parse", "--show-toplevel").strip())
-    head = _git(top, "rev-parse", "--verify", "-q", "HEAD", ok=True)
+def _head(top: Path) -> str | None:
+    "HEAD's commit, or None in a repository without commits."
+    return _git(top, "rev-parse", "--verify", "-q", "HEAD").strip() if _git(top, "rev-parse", "--verify", "-q", "HEAD", ok=True) else None
+
+def _busy(top: Path) -> str | None:
+    "The git operation in progress (merge, cherry-pick, revert, rebase) that a summary commit must not land in."
+    for ref in ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD"):
+        if _git(top, "rev-parse", "-q", "--verify", ref, ok=True): return ref.removesuffix("_HEAD").lower().replace("_", "-")
+    for d in ("rebase-merge", "rebase-apply"):
+        if (top / _git(top, "rev-parse", "--git-path", d).strip()).exists(): return "rebase"
+    return None
+
+
+# %% ../nbs/14_memory.ipynb #bd487cc8
+def _summary_blobs(top: Path, head: str | None, paths: list[str | Path], run_id: str | None) -> dict[str, str]:
+    "{repo path: blob} of the files to commit on top of `head`; a .jsonl holds `head`'s lines plus this run's (with run_id)."
     blobs = {}
     for p in map(Path, paths):
         rel = p.resolve().relative_to(top).as_posix()
         text = p.read_text(encoding="utf-8")
         if run_id is not None and p.suffix == ".jsonl":          # the other runs' lines stay local
-            old = _git(top, "show", f"HEAD:{rel}") if head and _git(top, "cat-file", "-e", f"HEAD:{rel}", ok=True) else ""
+            old = _git(top, "show", f"{head}:{rel}") if head and _git(top, "cat-file", "-e", f"{head}:{rel}", ok=True) else ""
             base = [l for l in old.splitlines() if l.strip()]
             if not (mine := [l for l in _run_lines(text, run_id) if l not in base]):
                 raise ValueError(f"{p}: no line of run {run_id!r} that HEAD lacks: nothing to commit")
             text = "".join(l + "\n" for l in base + mine)
         blobs[rel] = _git(top, "hash-object", "-w", "--stdin", stdin=text).strip()
-    with tempfile.TemporaryDirectory() as d:                     # a private index: HEAD plus these blobs, nothing staged
+    return blobs
+
+def _commit_tree(top: Path, head: str | None, blobs: dict[str, str], message: str) -> str:
+    "A commit of `head`'s tree plus `blobs`, built in a private index (nothing the user staged is read)."
+    with tempfile.TemporaryDirectory() as d:
         env = {"GIT_INDEX_FILE": str(Path(d) / "index")}
-        if head: _git(top, "read-tree", "HEAD", env=env)
+        if head: _git(top, "read-tree", head, env=env)
         for rel, sha in blobs.items(): _git(top, "update-index", "--add", "--cacheinfo", f"100644,{sha},{rel}", env=env)
-        _git(top, "commit", "-q", "-m", message, env=env)
+        tree = _git(top, "write-tree", env=env).strip()
+    return _git(top, "commit-tree", tree, *(["-p", head] if head else []), "-m", message).strip()
+
+def commit_summary(paths: list[str | Path], # the run's summary files: its page and, with run_id, the runs.jsonl
+                   message: str,            # the commit message
+                   repo: str | Path = ".",  # any folder inside the git repository
+                   run_id: str | None = None, # a .jsonl among `paths` is committed as HEAD holds it plus this run's lines
+                   tries: int = 50,         # HEAD moved (or was locked) by another writer: rebuild on the new HEAD, this often
+                  ) -> str:
+    "Commit exactly these files' contents (nothing else staged; the working tree untouched); return the commit's hash."
+    top = Path(_git(Path(repo), "rev-parse", "--show-toplevel").strip())
+    if busy := _busy(top): raise RuntimeError(f"git: a {busy} is in progress in {top}: finish it, then commit the run summary")
+    for _ in range(tries):
+        head = _head(top)
+        blobs = _summary_blobs(top, head, paths, run_id)
+        new = _commit_tree(top, head, blobs, message)
+        # compare-and-swap: HEAD moves only if it is still `head` (two runs committing at once both land)
+        if _git(top, "update-ref", "-m", f"atf: {message}", "HEAD", new, head or "0" * 40, ok=True): break
+        time.sleep(random.uniform(0.01, 0.1))                     # another writer holds or moved HEAD: back off a little
+    else:
+        raise RuntimeError(f"git: HEAD of {top} kept moving during {tries} tries: run summary not committed")
     for rel, sha in blobs.items():                               # the index follows the commit on these paths only
         _git(top, "update-index", "--add", "--cacheinfo", f"100644,{sha},{rel}")
-    return _git(top, "rev-parse", "HEAD").strip()
+    return new
+

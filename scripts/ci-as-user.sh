@@ -121,10 +121,11 @@ log "user $USER_NAME (uid $UID_N), subuid $(grep "^$USER_NAME:" /etc/subuid | cu
 # the repository, as a clone (as actions/checkout would give) plus, unless --head, the working tree's changes
 git clone -q --no-hardlinks "$SRC" "$HOME_DIR/atf"
 if [ "$HEAD_ONLY" = 0 ]; then
-  changed=$(git -C "$SRC" ls-files -m -o --exclude-standard | wc -l)
-  (cd "$SRC" && git ls-files -z -m -o --exclude-standard | while IFS= read -r -d '' f; do
-     [ -e "$f" ] && printf '%s\0' "$f"; done | tar --null -T - -cf -) | tar -C "$HOME_DIR/atf" -xf -
-  (cd "$SRC" && git ls-files -z -d) | while IFS= read -r -d '' f; do rm -f "$HOME_DIR/atf/$f"; done
+  # every path that differs from HEAD (staged or not) and every untracked one; those gone from the tree are removed
+  changed=$( { git -C "$SRC" diff --name-only HEAD; git -C "$SRC" ls-files -o --exclude-standard; } | sort -u | wc -l)
+  (cd "$SRC" && { git diff -z --name-only HEAD; git ls-files -z -o --exclude-standard; } | while IFS= read -r -d '' f; do
+     if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done | tar --null -T - -cf -) | tar -C "$HOME_DIR/atf" -xf -
+  (cd "$SRC" && git diff -z --name-only --diff-filter=D HEAD) | while IFS= read -r -d '' f; do rm -f "$HOME_DIR/atf/$f"; done
   log "cloned $SRC at $(git -C "$SRC" rev-parse --short HEAD) plus $changed changed/untracked working-tree files"
 else
   log "cloned $SRC at $(git -C "$SRC" rev-parse --short HEAD) (committed state only)"
@@ -190,7 +191,7 @@ if as_user "podman image exists $BASE"; then
   probe "--network host (what the smoke test uses)" "--network host"
   tun=/dev/net/tun why=""
   as_user "test -r $tun -a -w $tun" \
-    || why="$tun is mode $(stat -c %a "$tun") (root only) on this machine, so slirp4netns cannot open it; on a standard host (GitHub's runners) it is 0666"
+    || why="$tun is mode $(stat -c %a "$tun" 2>/dev/null || echo absent) (root only) on this machine, so slirp4netns cannot open it; on a standard host (GitHub's runners) it is 0666"
   probe "-p 127.0.0.1:$((PORT + 1)):8000 (slirp4netns + rootlessport)" "-p 127.0.0.1:$((PORT + 1)):8000" "$why"
   why=""; [ "$cgv" = v1 ] && why="cgroups v1 (hybrid layout): no cgroup delegation to a rootless user; GitHub's Ubuntu runners use v2, where limits need the controllers delegated to the user (systemd)"
   probe "--memory 256m --pids-limit 100 (cgroup limits)" "--network host --memory 256m --pids-limit 100" "$why"

@@ -8,7 +8,8 @@
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;; -*) [ "$1" = -- ] || { echo "run-workflows: unknown option '$1' (see --help)" >&2; exit 2; } ;; esac
 BIN=${BIN:-.venv/bin}
-suffix=${1:-$(date -u +%Y%m%dT%H%M%SZ)}; shift || true
+suffix=$(date -u +%Y%m%dT%H%M%SZ)                       # the run-id suffix: the first argument, unless it is --
+if [ $# -gt 0 ] && [ "$1" != -- ]; then [ -z "$1" ] || suffix=$1; shift; fi
 [ "${1:-}" = "--" ] && shift
 workflows=(tune walk_forward rl_walk_forward)
 prepared=$(mktemp -d); trap 'rm -rf "$prepared"' EXIT

@@ -150,7 +150,7 @@ class ServeMetrics:
     "The service's Prometheus instruments, in a registry of their own (several apps may share a process)."
     def __init__(self):
         self.registry = reg = CollectorRegistry()
-        # latency buckets (s): 0.25 is the p99 budget of deploy/prometheus/alerts.yml and scripts/deploy-smoke.sh;
+        # latency buckets (s): 0.25 is the latency budget (deploy/prometheus/alerts.yml's p99, scripts/deploy-smoke.sh's p95);
         # histogram_quantile interpolates linearly inside a bucket, so the budget must be a bucket edge for the alert to
         # fire at 250 ms rather than somewhere between 200 and 500
         b = (.0005, .001, .002, .005, .01, .02, .05, .1, .2, .25, .5, 1, 2, 5)
