@@ -25,6 +25,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
+from atf.memory import read_runs
+from atf.reports import run_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ("model", "strategy", "logistic", "buy_and_hold")   # the columns of a run, in the order the tables show them
 LABEL = {"model": "model", "strategy": "rule", "logistic": "logistic", "buy_and_hold": "buy-and-hold"}
@@ -88,7 +94,6 @@ def read_json(path: Path) -> dict:
 
 
 def read_yaml(path: Path) -> dict:
-    import yaml
     try: d = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError): return {}
     return d if isinstance(d, dict) else {}
@@ -96,8 +101,6 @@ def read_yaml(path: Path) -> dict:
 
 def run_folders(reports: Path) -> list[dict]:
     "Every complete run folder under `reports` (atf.reports.run_rows), with its run.json, config.yaml and tables."
-    import pandas as pd
-    from atf.reports import run_rows
     if not reports.is_dir(): return []
     rows = run_rows(reports)
     runs = []
@@ -233,7 +236,6 @@ def _fold_order(k: str):
 
 
 def page(memory: Path, reports: Path, committed: bool, memory_label: str, reports_label: str) -> str:
-    from atf.memory import read_runs
     summaries = read_runs(memory)
     runs = run_folders(reports)
     by_id = {s.get("run_id"): s for s in summaries}                       # the latest summary of each run id
