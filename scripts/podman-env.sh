@@ -46,7 +46,10 @@ export CONTAINERS_CONF ATF_PODMAN_DIR ATF_PODMAN_LOG
 atf_base_image() {
   if [ -n "${BASE_IMAGE:-}" ]; then echo "$BASE_IMAGE"; return; fi
   local cache=${ATF_BASE_CACHE:-} img
-  if [ -n "$cache" ] && [ -f "$cache" ]; then podman load -q -i "$cache" >/dev/null 2>&1 || echo "podman-env: could not load $cache" >&2; fi
+  if [ -n "$cache" ] && [ -f "$cache" ] && ! podman image exists docker.io/library/python:3.11-slim \
+     && ! podman image exists localhost/python-base:3.11; then                 # loaded once, not on every build
+    podman load -q -i "$cache" >/dev/null 2>&1 || echo "podman-env: could not load $cache" >&2
+  fi
   img=$(_atf_find_base_image)
   if [ -n "$cache" ] && [ ! -f "$cache" ]; then
     mkdir -p "$(dirname "$cache")"
